@@ -35,6 +35,11 @@ class CategoricalDataset:
         """JSON-able facts needed to rebuild this dataset identically (saved with checkpoints)."""
         return {"name": self.name, "vocab_size": self.vocab_size, "seq_len": self.seq_len}
 
+    @classmethod
+    def from_state(cls, state: dict) -> "CategoricalDataset":
+        """Rebuild the identical dataset from `state()`."""
+        return cls(**state["kwargs"])
+
     # ---- exact-likelihood datasets only -------------------------------------------------
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) float64 exact log p(x) in nats."""

@@ -1,0 +1,147 @@
+"""The `catdiff` command line: train | sample | eval | list. Parses arguments and reports errors
+in one line with a non-zero exit; all work is delegated to the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import CatdiffError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.out_dir is not None:
+        overrides.append(f"train.out_dir={args.out_dir}")
+    cfg = load_config(args.config, overrides)
+    summary = train(cfg, resume=args.resume)
+    print(json.dumps(summary))
+    if summary["status"] == "interrupted":
+        print(f"catdiff: interrupted at step {summary['step']}; checkpoint saved in {cfg.train.out_dir}, "
+              "continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    from .evaluate import draw_samples, load_run
+
+    cfg, method, dataset = load_run(args.run, args.device, use_ema=not args.no_ema)
+    sc = cfg.sample
+    sc = replace(sc, seed=args.seed, num_samples=args.num_samples or sc.num_samples,
+                 steps=args.steps or sc.steps, float64=args.float64 or sc.float64,
+                 temperature=sc.temperature if args.temperature is None else args.temperature,
+                 top_k=args.top_k if args.top_k is not None else sc.top_k,
+                 top_p=args.top_p if args.top_p is not None else sc.top_p,
+                 cache=sc.cache and not args.no_cache)
+    out, sec = draw_samples(method, sc.num_samples, sc)
+    x = out.samples
+    if dataset.kind == "image":
+        path = Path(args.out or Path(args.run) / f"samples_steps{sc.steps}_seed{sc.seed}.png")
+        dataset.save_grid(x, path)
+        print(f"wrote {len(x)} samples to {path}")
+    else:
+        text = "\n".join(dataset.decode(row) for row in x)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+            print(f"wrote {len(x)} samples to {args.out}")
+        else:
+            print(text)
+    print(f"steps={sc.steps} nfe={out.nfe} sec/sample={sec:.4g}", file=sys.stderr)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .evaluate import evaluate_run, render
+
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    res = evaluate_run(args.run, steps, args.num_samples, args.seed, args.device, args.judge,
+                       progress=not args.quiet)
+    print(render(res))
+    print(f"wrote {Path(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from . import registry
+    from .models.transformer import PRESETS
+
+    print("methods:  " + ", ".join(sorted(registry.methods())))
+    print("datasets: " + ", ".join(sorted(registry.DATASETS)))
+    print("samplers:")
+    for k, v in registry.SAMPLERS.items():
+        print(f"  {k}: {v}")
+    print("presets:  " + ", ".join(f"{k} {v}" for k, v in PRESETS.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="catdiff", description="Diffusion models on categorical data.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config and key=value overrides")
+    t.add_argument("config", help="YAML config, e.g. configs/mdlm/mixture.yaml")
+    t.add_argument("overrides", nargs="*", help="overrides like train.max_steps=100 model.preset=small")
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in train.out_dir")
+    t.add_argument("--max-steps", type=int, default=None, help="shortcut for train.max_steps=N")
+    t.add_argument("--out-dir", default=None, help="shortcut for train.out_dir=PATH")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run", help="run directory (train.out_dir)")
+    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("--num-samples", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=None)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--float64", action="store_true", help="draw tokens in float64")
+    s.add_argument("--no-cache", action="store_true", help="call the network at every step")
+    s.add_argument("--no-ema", action="store_true", help="use raw weights instead of the EMA")
+    s.add_argument("--out", default=None, help="output file (text, or PNG for images)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=_cmd_sample)
+
+    e = sub.add_parser("eval", help="likelihood bound and sample metrics of a trained run")
+    e.add_argument("run")
+    e.add_argument("--steps", default=None, help="comma-separated step counts, e.g. 1,4,16,64")
+    e.add_argument("--num-samples", type=int, default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--judge", default=None, help="run directory of an AR judge for gen-PPL")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_eval)
+
+    ls = sub.add_parser("list", help="list methods, datasets, samplers and presets")
+    ls.set_defaults(func=_cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CatdiffError as e:
+        print(f"catdiff: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except FileNotFoundError as e:
+        print(f"catdiff: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("catdiff: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

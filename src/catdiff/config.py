@@ -1,0 +1,266 @@
+"""Typed run configuration: dataclass schemas, YAML files, `key.sub=value` overrides, validation.
+
+It knows the shape of a config, not what methods or datasets do: method- and dataset-specific
+sections are validated against schemas looked up in the registry. Every error names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Network size and options; `preset` (tiny/small/base) fills width/depth/heads unless set."""
+
+    preset: str = "tiny"
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    tie_weights: bool = False
+    time_cond: bool = True
+    compile: bool = False
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    grad_clip: float = 1.0
+    ema: float = 0.999  # 0 disables EMA
+    seed: int = 0
+    out_dir: str = ""  # default: runs/<method>-<dataset>
+    ckpt_every: int = 500
+    log_every: int = 50
+    eval_every: int = 0  # 0: only at the end
+    eval_batches: int = 8
+    amp: str = "none"  # none | bf16 | fp16 (GPU only; CPU always runs fp32)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    tensorboard: bool = False
+    progress: bool = True
+    max_minutes: float = 0.0  # >0: stop (and checkpoint) after this wall time
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 64
+    num_samples: int = 64
+    batch_size: int = 256
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    float64: bool = False
+    cache: bool = True
+    seed: int = 0
+    use_ema: bool = True
+
+
+@dataclass
+class EvalConfig:
+    nelbo_passes: int = 4  # Monte-Carlo passes over the held-out split (time/mask draws)
+    max_examples: int = 2048
+    steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    num_samples: int = 1024
+    judge: str = ""  # run dir of an AR judge for gen-PPL (text)
+
+
+@dataclass
+class Config:
+    method: dict = field(default_factory=lambda: {"name": "mdlm"})
+    data: dict = field(default_factory=lambda: {"name": "mixture"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert `value` to annotation `tp`; raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is tuple:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    return value
+
+
+def from_mapping(cls, data: dict, prefix: str):
+    """Build dataclass `cls` from a mapping, refusing unknown keys and ill-typed values."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for k in data:
+        if k not in known:
+            raise ConfigError(f"unknown config key '{prefix}.{k}' (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            sub = hints[f.name]
+            if dataclasses.is_dataclass(sub):
+                kwargs[f.name] = from_mapping(sub, data[f.name], f"{prefix}.{f.name}")
+            else:
+                kwargs[f.name] = _coerce(data[f.name], sub, f"{prefix}.{f.name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix}: {e}") from None
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """['train.lr=3e-4', 'data.name=hmm'] -> nested dict; values parsed as YAML scalars/lists."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip().lstrip("+")
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    base = data.pop("defaults", None)  # `defaults: ../base.yaml` composes files, Hydra-style
+    if base:
+        parent = load_yaml(p.parent / base)
+        data = deep_merge(parent, data)
+    return data
+
+
+def build_config(raw: dict) -> Config:
+    """Validate a nested mapping into a Config; method/data sections are checked by the registry."""
+    from . import registry  # late import: registry imports methods that import config
+
+    cfg = from_mapping(Config, raw, "config")
+    cfg.method = registry.validate_method_section(cfg.method)
+    cfg.data = registry.validate_data_section(cfg.data)
+    registry.model_preset(cfg.model)  # validates the preset name
+    if cfg.train.amp not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
+    for key, val in (("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size),
+                     ("sample.steps", cfg.sample.steps), ("sample.num_samples", cfg.sample.num_samples)):
+        if val < 1:
+            raise ConfigError(f"{key} must be >= 1, got {val}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    if not 0.0 <= cfg.train.ema < 1.0:
+        raise ConfigError(f"train.ema must be in [0, 1), got {cfg.train.ema}")
+    if not cfg.train.out_dir:
+        cfg.train.out_dir = f"runs/{cfg.method['name']}-{cfg.data['name']}"
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    raw = load_yaml(path) if path else {}
+    if overrides:
+        raw = deep_merge(raw, parse_overrides(overrides))
+    return build_config(raw)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

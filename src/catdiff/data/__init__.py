@@ -1,0 +1,1 @@
+"""Datasets: synthetic (exact likelihood), digits, text (local and hub). See data/base.py."""

@@ -1,0 +1,55 @@
+"""The contract every method implements: a training loss, a likelihood bound and a sampler.
+
+A method owns its network(s) and wires process → network → parameterization → loss; it knows
+nothing of optimisers, checkpoints, data loading or the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig, SampleConfig
+from ..structs import LossOutput, SampleOutput
+
+
+@dataclass
+class NoOptions:
+    """Methods without options of their own use this empty schema."""
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set `name`, `Options` and implement the three methods below."""
+
+    name: str = "base"
+    Options: type = NoOptions
+    # True when `nelbo` is an exact NLL rather than a Monte-Carlo bound (one pass suffices)
+    exact_likelihood: bool = False
+
+    def __init__(self, options, model_cfg: ModelConfig, vocab_size: int, seq_len: int):
+        super().__init__()
+        self.options = options
+        self.model_cfg = model_cfg
+        self.vocab_size = vocab_size  # K
+        self.seq_len = seq_len  # L
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
+        """Training loss on a clean batch x (B, L); randomness only from `generator`."""
+        raise NotImplementedError
+
+    def nelbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,) float64 upper bound on -log p(x) in nats (one Monte-Carlo draw for diffusion)."""
+        raise NotImplementedError
+
+    def sample(self, n: int, cfg: SampleConfig, generator: torch.Generator | None = None) -> SampleOutput:
+        """n samples (n, L) with `cfg.steps` steps (where meaningful)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "options": asdict(self.options)}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,360 @@
+"""Tests of catdiff.metrics: values against closed forms, numpy, and exact tiny distributions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from catdiff import metrics as M
+from catdiff.data.base import CategoricalDataset
+
+
+# ---- stand-in datasets (duck-typed like data/synthetic.py's Mixture) -------------------------
+class PeakedMixture(CategoricalDataset):
+    """p(x) = Σ_m w_m Π_i probs[m, i, x_i]; each component puts `peak` on its own symbol."""
+
+    name = "mixture-standin"
+    exact = True
+
+    def __init__(self, weights, seq_len=8, vocab_size=6, peak=0.8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)  # (M,)
+        n_comp = self.weights.numel()
+        self.seq_len, self.vocab_size = seq_len, vocab_size
+        modes = torch.randint(0, vocab_size, (n_comp, seq_len), generator=g)  # (M, L)
+        modes[:, 0] = torch.arange(n_comp) % vocab_size  # components differ for sure
+        rest = (1 - peak) / (vocab_size - 1)
+        probs = torch.full((n_comp, seq_len, vocab_size), rest, dtype=torch.float64)
+        probs.scatter_(2, modes[..., None], peak)
+        self.probs = probs  # (M, L, K)
+
+    def _log_joint(self, x):  # (B, M)
+        lp = self.probs.log()[:, torch.arange(self.seq_len)[None, :], x]  # (M, B, L)
+        return self.weights.log() + lp.sum(-1).T
+
+    def log_prob(self, x):
+        return torch.logsumexp(self._log_joint(x.long()), dim=1)
+
+    def component_log_posterior(self, x):
+        return torch.log_softmax(self._log_joint(x.long()), dim=1)
+
+    def sample(self, n, generator, component=None):
+        if component is None:
+            comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        else:
+            comp = torch.full((n,), component, dtype=torch.int64)
+        p = self.probs[comp].reshape(-1, self.vocab_size)  # (n·L, K)
+        return torch.multinomial(p, 1, generator=generator).reshape(n, self.seq_len)
+
+    def split(self, name):
+        return self.sample(20000, torch.Generator().manual_seed(1000 + (name == "test")))
+
+
+@pytest.fixture(scope="module")
+def mix():
+    return PeakedMixture([0.4, 0.3, 0.2, 0.1], seq_len=12, peak=0.9)
+
+
+@pytest.fixture(scope="module")
+def true_samples(mix):
+    return mix.sample(4000, torch.Generator().manual_seed(123))
+
+
+# ---- units -----------------------------------------------------------------------------------
+def test_bits_and_perplexity_on_known_numbers():
+    seq_len = 10
+    assert M.bits_per_token(seq_len * math.log(2) * 3.0, seq_len) == pytest.approx(3.0, rel=1e-12)
+    per_seq = torch.tensor([1.0, 3.0], dtype=torch.float64) * seq_len * math.log(2)
+    assert M.bits_per_token(per_seq, seq_len) == pytest.approx(2.0, rel=1e-12)
+    assert M.perplexity_bound(seq_len * math.log(5.0), seq_len) == pytest.approx(5.0, rel=1e-12)
+    assert M.perplexity_bound(0.0, seq_len) == 1.0
+    # ln K nats/token is log2 K bits and perplexity K
+    assert M.bits_per_token(64 * math.log(17), 64) == pytest.approx(math.log2(17))
+
+
+def test_nelbo_gap():
+    assert M.nelbo_gap(110.0, 100.0) == pytest.approx(0.1)
+    assert M.nelbo_gap(torch.tensor([95.0, 105.0]), 100.0) == pytest.approx(0.0, abs=1e-12)
+    assert M.nelbo_gap(90.0, 100.0) == pytest.approx(-0.1)
+    with pytest.raises(ValueError):
+        M.nelbo_gap(1.0, 0.0)
+
+
+def test_mean_accumulator_matches_numpy_including_merge():
+    rng = np.random.default_rng(0)
+    v = 1e6 + rng.normal(size=1001) * 0.01  # large mean, tiny spread: no cancellation allowed
+    a, b = M.MeanAccumulator(), M.MeanAccumulator()
+    for chunk in np.array_split(v[:600], 7):
+        a.update(torch.from_numpy(chunk))
+    b.update(v[600:])
+    a.merge(b)
+    assert a.count == 1001
+    assert a.mean == pytest.approx(v.mean(), rel=1e-15)
+    assert a.std == pytest.approx(v.std(ddof=1), rel=1e-8)
+    assert a.stderr == pytest.approx(v.std(ddof=1) / math.sqrt(v.size), rel=1e-8)
+    assert a.sum == pytest.approx(v.sum(), rel=1e-14)
+    # merging into an empty one and from_state round-trip
+    c = M.MeanAccumulator().merge(M.MeanAccumulator.from_state(*a.state()))
+    assert (c.count, c.mean, c.stderr) == (a.count, a.mean, a.stderr)
+    assert math.isnan(M.MeanAccumulator().mean)
+    assert math.isnan(M.MeanAccumulator().update([1.0]).stderr)
+    # without torch.distributed, all_reduce is a copy
+    r = a.all_reduce()
+    assert r is not a and r.state() == a.state()
+
+
+def test_mean_accumulator_all_reduce_single_process_group(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        acc = M.MeanAccumulator().update(torch.tensor([1.0, 2.0, 4.0]))
+        out = acc.all_reduce()
+        assert out.count == 3 and out.mean == pytest.approx(7 / 3)
+        assert out.var == pytest.approx(np.var([1, 2, 4], ddof=1))
+    finally:
+        dist.destroy_process_group()
+
+
+# ---- generic sample statistics ---------------------------------------------------------------
+def test_unigram_entropy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 8, (1000, 200), generator=g)
+    assert M.unigram_entropy(x) == pytest.approx(3.0, abs=2e-3)
+    assert M.unigram_entropy(torch.zeros(5, 7, dtype=torch.long)) == 0.0
+    # two symbols with frequencies 1/4, 3/4
+    y = torch.tensor([[0, 1, 1, 1]])
+    h = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
+    assert M.unigram_entropy(y, vocab_size=5) == pytest.approx(h, rel=1e-12)
+
+
+def test_distinct_n_hand_made():
+    x = torch.tensor([[0, 1, 0, 1], [2, 3, 2, 3]])
+    assert M.distinct_n(x, 1) == pytest.approx(4 / 8)
+    # bigrams 01 10 01 | 23 32 23: 4 unique of 6 (the boundary bigram 12 must not count)
+    assert M.distinct_n(x, 2) == pytest.approx(4 / 6)
+    assert M.distinct_n(x, 3) == pytest.approx(1.0)  # 010 101 | 232 323
+    assert M.distinct_n(torch.zeros(3, 5, dtype=torch.long), 3) == pytest.approx(1 / 9)
+    assert math.isnan(M.distinct_n(x, 5))
+
+
+# ---- exact-likelihood sample metrics ---------------------------------------------------------
+def test_sample_metrics_on_true_samples(mix, true_samples):
+    out = M.sample_metrics(true_samples, mix)
+    assert 0.975 <= out["coherence"] <= 1.0
+    assert abs(out["excess"]) < 4 * out["excess_stderr"]
+    assert out["excess_stderr"] < 0.02
+    assert out["component_kl"] < 0.005
+    assert out["components_covered"] == 4 and out["components_total"] == 4
+    h, _ = mix.entropy(n=20000, seed=0)
+    assert out["entropy_per_token"] == pytest.approx(h / mix.seq_len, rel=1e-12)
+    nll = -mix.log_prob(true_samples) / mix.seq_len
+    assert out["sample_nll"] == pytest.approx(float(nll.mean()), rel=1e-12)
+    assert out["excess"] == pytest.approx(out["sample_nll"] - out["entropy_per_token"], rel=1e-12)
+    for k in ("unigram_entropy", "distinct_1", "distinct_2", "distinct_3", "distinct_4"):
+        assert k in out
+    assert out["distinct_1"] == pytest.approx(mix.vocab_size / true_samples.numel())
+
+
+def test_sample_metrics_detects_bad_samples(mix):
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randint(0, mix.vocab_size, (4000, mix.seq_len), generator=g)
+    out = M.sample_metrics(noise, mix)
+    assert out["coherence"] < 0.02
+    assert out["excess"] > 20 * out["excess_stderr"]
+    # mode collapse onto the lightest component: KL(emp ‖ w) = ln(1 / 0.1)
+    one = mix.sample(2000, torch.Generator().manual_seed(8), component=3)
+    out = M.sample_metrics(one, mix)
+    assert out["component_kl"] == pytest.approx(math.log(10.0), rel=1e-3)
+    assert out["components_covered"] == 1
+    assert out["coherence"] > 0.9  # coherent but not diverse: only component KL catches it
+
+
+def test_sample_metrics_explicit_real_and_threshold(mix, true_samples):
+    real = mix.sample(5000, torch.Generator().manual_seed(9))
+    out = M.sample_metrics(true_samples, mix, real=real)
+    q = float(np.percentile(mix.log_prob(real).numpy(), 1.0))
+    assert out["coherence_threshold"] == pytest.approx(q)
+    share = float((mix.log_prob(true_samples) >= q).double().mean())
+    assert out["coherence"] == pytest.approx(share)
+
+
+def test_sample_metrics_generic_only_for_non_exact_dataset():
+    class Plain:
+        vocab_size = 4
+        exact = False
+
+    x = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]])
+    out = M.sample_metrics(x, Plain())
+    assert "sample_nll" not in out and "coherence" not in out and "component_kl" not in out
+    assert out["unigram_entropy"] == pytest.approx(2.0)
+    assert out["distinct_4"] == pytest.approx(0.5)
+
+
+def test_sample_metrics_with_real_mixture_if_present():
+    synthetic = pytest.importorskip("catdiff.data.synthetic")
+    if not hasattr(synthetic, "Mixture"):
+        pytest.skip("Mixture not written yet")
+    try:
+        ds = synthetic.Mixture(num_components=4, seq_len=8, vocab_size=6, seed=0)
+    except TypeError:
+        pytest.skip("Mixture constructor differs from the one this test knows")
+    x = ds.sample(2000, torch.Generator().manual_seed(5))
+    out = M.sample_metrics(x, ds, entropy_n=5000)
+    assert abs(out["excess"]) < 5 * out["excess_stderr"]
+    assert out["coherence"] > 0.95
+    assert out["component_kl"] < 0.05
+
+
+# ---- total variation -------------------------------------------------------------------------
+def _table_log_prob(table: torch.Tensor, vocab_size: int):
+    def f(x):
+        idx = (x * vocab_size ** torch.arange(x.shape[1] - 1, -1, -1)).sum(1)
+        return table[idx].log()
+
+    return f
+
+
+def test_total_variation_exact_samples_small_and_encoding_order():
+    K, L = 3, 3
+    g = torch.Generator().manual_seed(0)
+    table = torch.rand(K**L, generator=g, dtype=torch.float64) ** 3
+    table /= table.sum()
+    n = 100_000
+    idx = torch.multinomial(table, n, replacement=True, generator=g)
+    x = torch.stack([idx // 9, (idx // 3) % 3, idx % 3], dim=1)  # base K, first most significant
+    fn = _table_log_prob(table, K)
+    probs = M.enumerate_probs(fn, K, L)
+    assert torch.allclose(probs, table, rtol=1e-12, atol=0)
+    tv = M.total_variation(x, fn, K)
+    floor = M.expected_tv_noise(table, n)
+    assert 0 < tv < 2 * floor and floor < 0.02
+    assert M.total_variation(x, table, K) == pytest.approx(tv, rel=1e-12)
+    # a wrong distribution is far away
+    assert M.total_variation(x, torch.full((K**L,), 1 / K**L), K) > 5 * floor
+    # point mass on sequence (2, 0, 1) = index 19, samples all equal to it: TV exactly 0
+    point = torch.zeros(K**L, dtype=torch.float64)
+    point[19] = 1.0
+    assert M.total_variation(torch.tensor([[2, 0, 1]] * 5), point, K) == 0.0
+
+
+def test_total_variation_disjoint_support_is_one_and_limits():
+    K, L = 2, 4
+    table = torch.zeros(K**L, dtype=torch.float64)
+    table[: K ** (L - 1)] = 1 / K ** (L - 1)  # all mass on x_0 = 0
+    x = torch.ones(50, L, dtype=torch.long)
+    assert M.total_variation(x, table, K) == 1.0
+    with pytest.raises(ValueError, match="2\\*\\*22"):
+        M.total_variation(torch.zeros(3, 23, dtype=torch.long), lambda x: x.sum(1) * 0.0, 2)
+    with pytest.raises(ValueError, match="sums to"):
+        M.total_variation(x, table * 0.5, K)
+
+
+# ---- Fréchet distance ------------------------------------------------------------------------
+def test_frechet_distance_identical_is_zero():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8))
+    assert abs(M.frechet_distance(a, a)) < 1e-6
+    assert abs(M.frechet_distance(torch.from_numpy(a), a[::-1].copy())) < 1e-6
+
+
+def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(1)
+    mu1, mu2 = np.zeros(4), np.array([1.0, 2.0, 0.0, 0.0])
+    s1, s2 = np.array([1.0, 2.0, 0.5, 1.0]), np.array([2.0, 1.0, 0.5, 3.0])
+    a = mu1 + s1 * rng.normal(size=(50_000, 4))
+    b = mu2 + s2 * rng.normal(size=(50_000, 4))
+    # ‖μ1−μ2‖² + Σ (σ1 − σ2)² = 5 + 1 + 1 + 0 + 4
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((s1 - s2) ** 2)
+    assert expected == pytest.approx(11.0)
+    assert M.frechet_distance(a, b) == pytest.approx(expected, abs=0.15)
+
+
+def test_frechet_distance_singular_covariance_is_finite():
+    rng = np.random.default_rng(2)
+    a = np.concatenate([rng.normal(size=(300, 3)), np.zeros((300, 2))], axis=1)
+    b = np.concatenate([rng.normal(size=(300, 3)) + 1.0, np.zeros((300, 2))], axis=1)
+    fd = M.frechet_distance(a, b)
+    assert np.isfinite(fd) and fd == pytest.approx(3.0, abs=0.5)
+
+
+def test_fd_digits_real_vs_real_small_and_vs_noise_large():
+    from sklearn.datasets import load_digits
+
+    real = torch.from_numpy(load_digits().images.reshape(-1, 64).astype(np.int64))  # (1797, 64)
+    perm = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(0))
+    a, b = real[perm[:898]], real[perm[898:]]
+    noise = torch.randint(0, 17, (898, 64), generator=torch.Generator().manual_seed(1))
+    f = M.digits_featurizer()
+    assert f is M.digits_featurizer()  # trained once per process
+    assert f.accuracy > 0.95
+    feats = f(a)
+    assert feats.shape == (898, 64) and feats.dtype == np.float64 and (feats >= 0).all()
+    fd_real, fd_noise = M.fd_digits(b, a), M.fd_digits(noise, a)
+    assert fd_real < 0.1 * fd_noise
+    assert M.fd_digits(a, a) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        f(torch.full((2, 64), 17))
+
+
+# ---- generative perplexity -------------------------------------------------------------------
+def test_generative_perplexity_uniform_judge_is_k():
+    K, L = 11, 9
+    x = torch.randint(0, K, (300, L), generator=torch.Generator().manual_seed(0))
+    sizes = []
+
+    def judge(batch):
+        sizes.append(batch.shape[0])
+        return torch.full((batch.shape[0],), -L * math.log(K), dtype=torch.float32)
+
+    out = M.generative_perplexity(x, judge, batch_size=128)
+    assert out["gen_ppl"] == pytest.approx(K, rel=1e-6)
+    assert out["nll_per_token"] == pytest.approx(math.log(K), rel=1e-6)
+    assert out["n_tokens"] == 300 * L
+    assert out["unigram_entropy"] == pytest.approx(M.unigram_entropy(x))
+    assert sizes == [128, 128, 44]
+
+
+def test_generative_perplexity_pools_tokens_not_sequences():
+    x = torch.zeros(2, 4, dtype=torch.long)
+
+    def judge(batch):  # first sequence log p = −4, second −12 → mean 2 nats/token
+        return torch.tensor([-4.0, -12.0])
+
+    assert M.generative_perplexity(x, judge)["gen_ppl"] == pytest.approx(math.exp(2.0))
+
+
+# ---- Wasserstein-2 ---------------------------------------------------------------------------
+def test_wasserstein2_shift_and_permutation():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 3))
+    shift = np.array([0.3, -1.2, 0.5])
+    perm = rng.permutation(200)
+    assert M.wasserstein2(a, a[perm]) == pytest.approx(0.0, abs=1e-12)
+    assert M.wasserstein2(a, a[perm] + shift) == pytest.approx(np.linalg.norm(shift), rel=1e-9)
+    # 1-D: sorted matching; {0, 1} vs {2, 3} → every point moves 2
+    assert M.wasserstein2(np.array([1.0, 0.0]), np.array([2.0, 3.0])) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        M.wasserstein2(a, a[:10])
+
+
+# ---- table -----------------------------------------------------------------------------------
+def test_format_table():
+    rows = [
+        {"method": "mdlm", "steps": 8, "nll": 1.234567, "extra": "x"},
+        {"method": "a|b", "steps": 16, "nll": 12345.678},
+        {"method": "ar", "nll": float("nan")},
+    ]
+    expected = (
+        "| method | steps | nll |\n"
+        "|---|---|---|\n"
+        "| mdlm | 8 | 1.235 |\n"
+        "| a\\|b | 16 | 1.235e+04 |\n"
+        "| ar |  | nan |"
+    )
+    assert M.format_table(rows, ["method", "steps", "nll"]) == expected
