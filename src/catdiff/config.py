@@ -130,6 +130,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -151,26 +156,29 @@ def from_mapping(cls, data: dict, prefix: str):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
+    def name(k):
+        return f"{prefix}.{k}" if prefix else k
+
     for k in data:
         if k not in known:
-            raise ConfigError(f"unknown config key '{prefix}.{k}' (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"unknown config key '{name(k)}' (known: {', '.join(sorted(known))})")
     kwargs = {}
     for f in fields(cls):
         if f.name in data:
             sub = hints[f.name]
             if dataclasses.is_dataclass(sub):
-                kwargs[f.name] = from_mapping(sub, data[f.name], f"{prefix}.{f.name}")
+                kwargs[f.name] = from_mapping(sub, data[f.name], name(f.name))
             else:
-                kwargs[f.name] = _coerce(data[f.name], sub, f"{prefix}.{f.name}")
+                kwargs[f.name] = _coerce(data[f.name], sub, name(f.name))
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{prefix}: {e}") from None
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -228,7 +236,7 @@ def build_config(raw: dict) -> Config:
     """Validate a nested mapping into a Config; method/data sections are checked by the registry."""
     from . import registry  # late import: registry imports methods that import config
 
-    cfg = from_mapping(Config, raw, "config")
+    cfg = from_mapping(Config, raw, "")
     cfg.method = registry.validate_method_section(cfg.method)
     cfg.data = registry.validate_data_section(cfg.data)
     registry.model_preset(cfg.model)  # validates the preset name
