@@ -98,10 +98,14 @@ def validate_data_section(section: dict) -> dict:
     for k in section:
         if k not in allowed:
             raise ConfigError(f"unknown config key 'data.{k}' for dataset {name!r} (known: {', '.join(sorted(allowed))})")
+    from .config import _coerce
+
     out = {"name": name}
     for k, p in allowed.items():
         if k in section:
-            out[k] = section[k]
+            default = p.default
+            typed = default is not inspect.Parameter.empty and default is not None
+            out[k] = _coerce(section[k], type(default), f"data.{k}") if typed else section[k]
         elif p.default is inspect.Parameter.empty:
             raise ConfigError(f"config key 'data.{k}' is required for dataset {name!r}")
         else:
@@ -112,8 +116,12 @@ def validate_data_section(section: dict) -> dict:
 def build_dataset(section: dict):
     """A dataset from a validated `data:` config section."""
     section = dict(section)
-    cls = dataset_class(section.pop("name"))
-    return cls(**section)
+    name = section.pop("name")
+    cls = dataset_class(name)
+    try:
+        return cls(**section)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"data ({name}): {str(e).splitlines()[0]}") from None
 
 
 def rebuild_dataset(state: dict):

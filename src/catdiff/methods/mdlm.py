@@ -26,6 +26,9 @@ class MDLMOptions:
     t_min: float = 1e-4  # smallest training time (schedules.sample_times)
     antithetic: bool = True  # low-discrepancy times over the batch (MDLM §3.5.1)
 
+    def __post_init__(self):
+        MaskSchedule(self.schedule, self.eps)  # raises ConfigError naming the schedule
+
 
 def nelbo_terms(logp: torch.Tensor, x: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor,
                 schedule: MaskSchedule, mask_id: int) -> torch.Tensor:
