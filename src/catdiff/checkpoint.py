@@ -112,4 +112,5 @@ def load_trainer_state(ckpt: Path) -> dict:
     try:
         return torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/corrupt pickles
-        raise CheckpointError(f"checkpoint file {ckpt}/trainer.pt is corrupt or unreadable ({type(e).__name__})") from None
+        raise CheckpointError(
+            f"checkpoint file {ckpt}/trainer.pt is corrupt or unreadable ({type(e).__name__})") from None

@@ -97,7 +97,8 @@ def validate_data_section(section: dict) -> dict:
     allowed = {k: p for k, p in params.items() if k != "self" and p.kind in kinds}
     for k in section:
         if k not in allowed:
-            raise ConfigError(f"unknown config key 'data.{k}' for dataset {name!r} (known: {', '.join(sorted(allowed))})")
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"unknown config key 'data.{k}' for dataset {name!r} (known: {known})")
     from .config import _coerce
 
     out = {"name": name}

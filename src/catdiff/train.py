@@ -64,7 +64,8 @@ def flat_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
             keys += flat_diff(va, vb, key + ".")
-        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)):
+        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple))
+                               and list(va) == list(vb)):
             keys.append(key)
     return keys
 
