@@ -29,6 +29,7 @@ class ModelConfig:
     dropout: float = 0.0
     tie_weights: bool = False
     time_cond: bool = True
+    abs_pos: bool = True  # learned absolute positions on top of rotary (see TransformerConfig)
     compile: bool = False
 
 

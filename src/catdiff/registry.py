@@ -155,7 +155,8 @@ def build_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, cau
         vocab_size=vocab_in, out_size=vocab_out, seq_len=seq_len, mlp_ratio=model_cfg.mlp_ratio,
         dropout=model_cfg.dropout, causal=causal,
         time_cond=model_cfg.time_cond if time_cond is None else time_cond,
-        tie_weights=model_cfg.tie_weights, cond_dim=cond_dim, **model_preset(model_cfg),
+        tie_weights=model_cfg.tie_weights, abs_pos=model_cfg.abs_pos, cond_dim=cond_dim,
+        **model_preset(model_cfg),
     )
     return Transformer(tcfg)
 

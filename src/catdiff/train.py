@@ -226,7 +226,9 @@ class Trainer:
         self.method.train()
         return {"val_bits_per_token": tot / max(n, 1) / self.dataset.seq_len / math.log(2)}
 
-    def fit(self) -> dict:
+    def fit(self, until_step: int | None = None) -> dict:
+        """Train to train.max_steps; `until_step` pauses earlier (checkpointed, status "paused")
+        exactly as an interruption would, so the run can be resumed."""
         tc = self.cfg.train
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
@@ -286,21 +288,22 @@ class Trainer:
                 if tc.eval_every and self.step % tc.eval_every == 0:
                     self._log({"step": self.step, **self.validate()})
                 stop_time = tc.max_minutes > 0 and (time.time() - t0) > 60 * tc.max_minutes
-                flag = torch.tensor(float(interrupt.hit or stop_time))
+                paused = until_step is not None and self.step >= until_step
+                flag = torch.tensor(float(interrupt.hit or stop_time or paused))
                 if self.world > 1:
                     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 if self.step % tc.ckpt_every == 0 or flag.item() > 0:
                     self.save()
                     last_ckpt_step = self.step
                 if flag.item() > 0:
-                    status = "interrupted" if interrupt.hit else "time limit"
+                    status = "interrupted" if interrupt.hit else ("time limit" if stop_time else "paused")
                     break
         bar.close()
         if status == "done" and last_ckpt_step != self.step:
             self.save()
         summary = {"status": status, "step": self.step, "elapsed_s": time.time() - t0,
                    "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
-        if status != "interrupted":
+        if status not in ("interrupted", "paused"):
             summary.update(self.validate())
             self._log({"step": self.step, **{k: v for k, v in summary.items() if k.startswith("val")}})
         if self.tb is not None:

@@ -37,22 +37,25 @@ def losses(run_dir):
 
 @pytest.mark.parametrize("method", ["mdlm", "ar"])
 def test_tiny_training_lowers_the_loss(tmp_path, method):
-    cfg = cfg_for(tmp_path, "train.max_steps=60", "train.lr=3e-3", "train.batch_size=64", method=method)
+    cfg = cfg_for(tmp_path, "train.max_steps=150", "train.lr=3e-3", "train.batch_size=64", "model.d_model=64",
+                  "model.n_layers=2", method=method)
     summary = train(cfg)
-    assert summary["status"] == "done" and summary["step"] == 60
+    assert summary["status"] == "done" and summary["step"] == 150
     curve = losses(cfg.train.out_dir)
-    first = sum(curve[s] for s in range(1, 6)) / 5
-    last = sum(curve[s] for s in range(56, 61)) / 5
-    assert last < first - 0.1, (first, last)
+    first = sum(curve[s] for s in range(1, 11)) / 10
+    last = sum(curve[s] for s in range(141, 151)) / 10
+    assert last < first - 0.2, (first, last)
+    # below the best factorized model (per-position marginals, 1.93 nats/token on this mixture)
+    assert summary["val_bits_per_token"] * math.log(2) < 1.85
     saved = (Path(cfg.train.out_dir) / "config.yaml").read_text()
-    assert "max_steps: 60" in saved  # the resolved config is saved with the run
+    assert "max_steps: 150" in saved  # the resolved config is saved with the run
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     full = cfg_for(tmp_path, "train.max_steps=12", "train.ckpt_every=100", name="full")
     train(full)
-    half = cfg_for(tmp_path, "train.max_steps=6", "train.ckpt_every=100", name="half")
-    train(half)
+    half = cfg_for(tmp_path, "train.max_steps=12", "train.ckpt_every=100", name="half")
+    assert Trainer(half).fit(until_step=6)["status"] == "paused"
     with pytest.raises(CheckpointError, match="--resume"):
         train(cfg_for(tmp_path, "train.max_steps=12", name="half"))
     train(cfg_for(tmp_path, "train.max_steps=12", name="half"), resume=True)
@@ -144,28 +147,28 @@ def test_vocabulary_mismatch_is_reported(tmp_path):
 
 
 def test_ctrl_c_checkpoints_and_resume_continues_exactly(tmp_path):
-    common = [sys.executable, "-m", "catdiff", "train", str(ROOT / "configs/mdlm/mixture.yaml"), *TINY,
-              "train.ckpt_every=1000"]
-    subprocess.run(common + ["train.max_steps=30", f"train.out_dir={tmp_path / 'ref'}"], check=True,
-                   capture_output=True)
-    out = tmp_path / "int"
-    proc = subprocess.Popen(common + ["train.max_steps=100000", f"train.out_dir={out}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """SIGINT to a real `catdiff train` process: it checkpoints between steps and exits 130;
+    resuming reproduces the loss curve of an uninterrupted run with the same config."""
+    out, horizon = tmp_path / "int", 400
+    cmd = [sys.executable, "-m", "catdiff", "train", str(ROOT / "configs/mdlm/mixture.yaml"), *TINY,
+           "train.ckpt_every=100000", "train.max_steps=5000", f"train.out_dir={out}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
         if (out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 5:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()
     step = ckpt_io.read_meta(ckpt_io.checkpoint_dir(out))["step"]
-    assert 5 <= step < 30
-    subprocess.run(common + ["train.max_steps=30", f"train.out_dir={out}", "--resume"], check=True,
-                   capture_output=True)
+    assert 5 <= step < horizon
+    cfg = cfg_for(tmp_path, "train.ckpt_every=100000", "train.max_steps=5000", name="int")
+    Trainer(cfg, resume=True).fit(until_step=horizon)
+    Trainer(cfg_for(tmp_path, "train.ckpt_every=100000", "train.max_steps=5000", name="ref")).fit(until_step=horizon)
     a, b = losses(tmp_path / "ref"), losses(out)
-    assert [s for s in sorted(b)] == list(range(1, 31))
-    for s in range(1, 31):
+    assert sorted(b) == list(range(1, horizon + 1))
+    for s in range(1, horizon + 1):
         assert a[s] == pytest.approx(b[s], rel=1e-5, abs=1e-6), s
 
 
