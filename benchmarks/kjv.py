@@ -33,20 +33,23 @@ def main(argv=None) -> int:
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--runs", default="runs/bench_kjv")
     p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--skip-train", action="store_true", help="evaluate existing runs")
+    p.add_argument("--train", default="ar,mdlm", help="which models to (re)train; others are read from --runs")
     args = p.parse_args(argv)
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "minutes": args.minutes}
     for name in ("ar", "mdlm"):
         run_dir = Path(args.runs) / name
-        if not args.skip_train:
+        if name in args.train.split(","):
             cfg = load_config(f"configs/{name}/kjv.yaml", [f"data.path={args.data}", f"train.out_dir={run_dir}",
                                                            f"train.max_minutes={args.minutes}"])
             t0 = time.time()
             s = train(cfg)
             res[name] = {"train": {**s, "wall_s": time.time() - t0}}
-        else:
-            res[name] = {}
+        else:  # trained earlier: its summary is the last training record of metrics.jsonl
+            recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            last = [r for r in recs if "tokens_per_s" in r][-1]
+            res[name] = {"train": {"step": last["step"], "tokens_per_s": last["tokens_per_s"],
+                                   "elapsed_s": last["elapsed_s"]}}
         _, method, ds = load_run(run_dir)
         lik = likelihood(method, ds, "test", passes=2, max_examples=512, batch_size=32)
         res[name]["test"] = lik

@@ -204,7 +204,9 @@ class Trainer:
     def _update_ema(self) -> None:
         if self.ema is None:
             return
-        d = self.cfg.train.ema
+        # warm-up of the decay (as in timm/EMA libraries): early averages do not drag the
+        # random initialisation along, so short runs are evaluated on trained weights
+        d = min(self.cfg.train.ema, (1 + self.step) / (10 + self.step))
         for k, v in self.method.state_dict().items():
             if v.dtype.is_floating_point:
                 self.ema[k].lerp_(v.float(), 1.0 - d)

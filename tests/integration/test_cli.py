@@ -64,3 +64,26 @@ def test_config_errors_name_the_key():
         load_config(ROOT / "configs/mdlm/mixture.yaml", ["data.colour=red"])
     with pytest.raises(ConfigError, match="train.max_steps"):
         load_config(ROOT / "configs/mdlm/mixture.yaml", ["train.max_steps=0"])
+
+
+def test_train_sample_eval_from_the_cli_on_digits_and_text(tmp_path, capsys):
+    """The three user commands end to end: digits give a PNG grid and FD-digits, text prints."""
+    from matplotlib.image import imread
+
+    run = tmp_path / "digits"
+    tiny = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "train.batch_size=16",
+            "train.progress=false", "train.max_steps=3"]
+    assert main(["train", str(ROOT / "configs/mdlm/digits.yaml"), *tiny, f"train.out_dir={run}"]) == 0
+    assert main(["sample", str(run), "--steps", "4", "--num-samples", "6", "--out", str(tmp_path / "g.png")]) == 0
+    assert imread(tmp_path / "g.png").ndim >= 2
+    assert main(["eval", str(run), "--steps", "2", "--num-samples", "32", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "fd_digits" in out and "bits_per_token" in out
+    (tmp_path / "c.txt").write_text("and god said let there be light and there was light\n" * 100)
+    run = tmp_path / "text"
+    assert main(["train", str(ROOT / "configs/ar/kjv.yaml"), *tiny, f"data.path={tmp_path / 'c.txt'}",
+                 "data.seq_len=32", "model.preset=tiny", f"train.out_dir={run}"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--num-samples", "2", "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) >= 2 and all(set(line) <= set("and god said let there be light was\n ") for line in lines)
