@@ -130,8 +130,11 @@ class Trainer:
         if cfg.model.compile:
             from .models.transformer import maybe_compile
             self.method.net = maybe_compile(self.method.net, True)
-        self.opt = torch.optim.AdamW(param_groups(self.method, tc.weight_decay), lr=tc.lr, betas=tc.betas,
-                                     fused=self.device.type == "cuda" or None)
+        try:  # fused AdamW: one kernel per step on CPU and GPU (torch >= 2.4)
+            self.opt = torch.optim.AdamW(param_groups(self.method, tc.weight_decay), lr=tc.lr, betas=tc.betas,
+                                         fused=True)
+        except (RuntimeError, TypeError):
+            self.opt = torch.optim.AdamW(param_groups(self.method, tc.weight_decay), lr=tc.lr, betas=tc.betas)
         self.ema = ({k: v.detach().clone().float() for k, v in self.method.state_dict().items()}
                     if tc.ema > 0 else None)
         self.gen = torch.Generator(device=self.device).manual_seed(tc.seed * 1009 + self.rank)
