@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         else:  # trained earlier: its summary is the last training record of metrics.jsonl
             recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
             last = [r for r in recs if "tokens_per_s" in r][-1]
-            res[name] = {"train": {"step": last["step"], "tokens_per_s": last["tokens_per_s"],
+            res[name] = {"train": {"step": max(r["step"] for r in recs), "tokens_per_s": last["tokens_per_s"],
                                    "elapsed_s": last["elapsed_s"]}}
         _, method, ds = load_run(run_dir)
         lik = likelihood(method, ds, "test", passes=2, max_examples=512, batch_size=32)

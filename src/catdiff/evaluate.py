@@ -6,7 +6,6 @@ It knows the Method and dataset contracts and the metrics module, not how runs w
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -150,4 +149,4 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["load_run", "likelihood", "draw_samples", "step_sweep", "evaluate_run", "render", "math"]
+__all__ = ["load_run", "likelihood", "draw_samples", "step_sweep", "evaluate_run", "render"]

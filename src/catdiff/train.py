@@ -14,7 +14,6 @@ import os
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -328,4 +327,4 @@ def train(cfg: Config | dict, resume: bool = False) -> dict:
             dist.destroy_process_group()
 
 
-__all__ = ["Trainer", "train", "lr_at", "asdict"]
+__all__ = ["Trainer", "train", "lr_at"]
