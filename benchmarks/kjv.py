@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
     for name in ("ar", "mdlm"):
         run_dir = Path(args.runs) / name
         if name in args.train.split(","):
+            shutil.rmtree(run_dir, ignore_errors=True)  # retrain from scratch
             cfg = load_config(f"configs/{name}/kjv.yaml", [f"data.path={args.data}", f"train.out_dir={run_dir}",
                                                            f"train.max_minutes={args.minutes}"])
             t0 = time.time()

@@ -1,4 +1,4 @@
-"""The `catdiff` command line: train | sample | eval | list. Parses arguments and reports errors
+"""The `catdiff` command line: train | sample | eval | diagnose | list. Parses arguments and reports errors
 in one line with a non-zero exit; all work is delegated to the library."""
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def _cmd_sample(args) -> int:
                  temperature=sc.temperature if args.temperature is None else args.temperature,
                  top_k=args.top_k if args.top_k is not None else sc.top_k,
                  top_p=args.top_p if args.top_p is not None else sc.top_p,
-                 cache=sc.cache and not args.no_cache)
+                 cache=sc.cache and not args.no_cache, sampler=args.sampler or sc.sampler,
+                 clamp=True if args.clamp else sc.clamp,
+                 early_stop=args.early_stop if args.early_stop is not None else sc.early_stop)
     out, sec = draw_samples(method, sc.num_samples, sc)
     x = out.samples
     if dataset.kind == "image":
@@ -70,6 +72,18 @@ def _cmd_eval(args) -> int:
                        progress=not args.quiet)
     print(render(res))
     print(f"wrote {Path(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
+    return 0
+
+
+def _cmd_diagnose(args) -> int:
+    from .diagnose import diagnose_run
+
+    res = diagnose_run(args.run, n_t=args.points, max_examples=args.max_examples, seed=args.seed, device=args.device)
+    f = res["final"]
+    print(f"{res['method']}: pairwise {f['emb_pairwise']:.4g}  norm {f['emb_norm']:.4g}  rank {f['emb_rank']:.3g}  "
+          f"decodable {f['emb_decodable']:.3g}")
+    print("CE(t) nats/token: " + "  ".join(f"{t:.2f}:{c:.3f}" for t, c in zip(res["t"], res["ce"], strict=True)))
+    print(f"wrote {Path(args.run) / 'diagnostics.json'} and diagnostics.png", file=sys.stderr)
     return 0
 
 
@@ -109,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--float64", action="store_true", help="draw tokens in float64")
     s.add_argument("--no-cache", action="store_true", help="call the network at every step")
     s.add_argument("--no-ema", action="store_true", help="use raw weights instead of the EMA")
+    s.add_argument("--sampler", default=None, help="Gaussian methods: ddpm | ddim | euler | heun")
+    s.add_argument("--clamp", action="store_true", help="Gaussian methods: clamping trick")
+    s.add_argument("--early-stop", type=int, default=None, help="Gaussian methods: grid points skipped at the end")
     s.add_argument("--out", default=None, help="output file (text, or PNG for images)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=_cmd_sample)
@@ -123,13 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)
 
+    d = sub.add_parser("diagnose", help="embedding-collapse diagnostics of an embedding-diffusion run (JSON + PNG)")
+    d.add_argument("run")
+    d.add_argument("--points", type=int, default=21, help="number of t values for CE(t)")
+    d.add_argument("--max-examples", type=int, default=256)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=_cmd_diagnose)
+
     ls = sub.add_parser("list", help="list methods, datasets, samplers and presets")
     ls.set_defaults(func=_cmd_list)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (`train cfg --max-steps 5 model.preset=small`)
+    is_override = [("=" in a and not a.startswith("-")) for a in extra]
+    if extra and getattr(args, "overrides", None) is not None and all(is_override):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         return args.func(args)
     except CatdiffError as e:

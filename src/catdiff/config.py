@@ -30,6 +30,7 @@ class ModelConfig:
     tie_weights: bool = False
     time_cond: bool = True
     abs_pos: bool = True  # learned absolute positions on top of rotary (see TransformerConfig)
+    local_mix: int = 0  # depthwise conv kernel in front of attention, bidirectional only (see TransformerConfig)
     compile: bool = False
 
 
@@ -68,6 +69,9 @@ class SampleConfig:
     float64: bool = False
     cache: bool = True
     seed: int = 0
+    sampler: str = "auto"  # Gaussian methods: ddpm | ddim | euler | heun ("auto" = the method's default)
+    clamp: bool | None = None  # Gaussian methods: clamping trick (None = the method's default)
+    early_stop: int | None = None  # Gaussian methods: grid points skipped at the end (None = default)
     use_ema: bool = True
 
 

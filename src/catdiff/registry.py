@@ -13,7 +13,7 @@ import inspect
 from .errors import ConfigError
 
 METHODS: dict[str, type] = {}
-_METHOD_MODULES = ("catdiff.methods.mdlm", "catdiff.methods.ar")
+_METHOD_MODULES = ("catdiff.methods.mdlm", "catdiff.methods.ar", "catdiff.methods.embedding")
 
 DATASETS: dict[str, str] = {
     "mixture": "catdiff.data.synthetic:Mixture",
@@ -156,6 +156,7 @@ def build_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, cau
         dropout=model_cfg.dropout, causal=causal,
         time_cond=model_cfg.time_cond if time_cond is None else time_cond,
         tie_weights=model_cfg.tie_weights, abs_pos=model_cfg.abs_pos, cond_dim=cond_dim,
+        local_mix=0 if causal else model_cfg.local_mix,  # a causal model sees its own token: no need
         **model_preset(model_cfg),
     )
     return Transformer(tcfg)

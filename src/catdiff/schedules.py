@@ -89,3 +89,134 @@ def sample_times(
     else:
         t = torch.rand(batch_size, generator=generator, device=device)
     return t_min + (1.0 - t_min) * t
+
+
+# ------------------------------------------------------------------------------------------
+# Gaussian schedules: z_t = a_t z_0 + s_t ε, SNR(t) = a_t² / s_t², λ_t = log SNR(t).
+# Every base schedule is a log-SNR function λ(t) with a closed-form derivative; the forms and
+# wrappers below turn it into (a_t, s_t). Tests check each derivative against autograd.
+
+def _lam_cosine(t):
+    """Cosine (Nichol & Dhariwal 2021; VDM notation): ᾱ = cos²(πt/2), λ = -2 log tan(πt/2)."""
+    return -2.0 * torch.log(torch.tan(0.5 * math.pi * t))
+
+
+def _dlam_cosine(t):
+    return -2.0 * math.pi / torch.sin(math.pi * t)
+
+
+_B0, _B1 = 0.1, 20.0  # VP-SDE linear β(t) = β0 + (β1 - β0) t (Song et al. 2021, §3.3; DDPM's linear)
+
+
+def _lam_linear(t):
+    """ᾱ = exp(-∫β) = exp(-β0 t - (β1-β0) t²/2);  λ = log ᾱ/(1-ᾱ) = -log expm1(∫β)."""
+    return -torch.log(torch.expm1(_B0 * t + 0.5 * (_B1 - _B0) * t * t))
+
+
+def _dlam_linear(t):
+    g = _B0 * t + 0.5 * (_B1 - _B0) * t * t
+    return -(_B0 + (_B1 - _B0) * t) / (-torch.expm1(-g))  # -β(t) / (1 - ᾱ)
+
+
+_SQRT_DELTA = 1e-4  # Diffusion-LM's offset (Li et al. 2022, §4.2 / App. A)
+
+
+def _lam_sqrt(t):
+    """Diffusion-LM sqrt schedule: ᾱ = 1 - sqrt(t + δ), λ = log ᾱ - log(1 - ᾱ)."""
+    r = torch.sqrt(t + _SQRT_DELTA)
+    return torch.log1p(-r) - torch.log(r)
+
+
+def _dlam_sqrt(t):
+    r = torch.sqrt(t + _SQRT_DELTA)  # dλ/dt = dλ/dr · dr/dt, dr/dt = 1/(2r)
+    return (-1.0 / (1.0 - r) - 1.0 / r) / (2.0 * r)
+
+
+_GAUSS = {
+    # name: (λ, dλ/dt, default t range). The range keeps λ finite: cosine has λ(0) = +∞ and
+    # λ(1) = -∞; linear has λ(0) = +∞; sqrt has ᾱ ≤ 0 beyond t = 1 - δ.
+    "cosine": (_lam_cosine, _dlam_cosine, (1e-4, 1.0 - 1e-4)),  # λ ∈ [-17.5, 17.5]
+    "linear": (_lam_linear, _dlam_linear, (1e-4, 1.0)),  # λ ∈ [-10.05, 9.2]
+    "sqrt": (_lam_sqrt, _dlam_sqrt, (0.0, 0.999)),  # λ ∈ [-7.7, 4.6]
+}
+GAUSSIAN_SCHEDULES = tuple(_GAUSS) + ("ve",)
+
+
+@dataclass(frozen=True)
+class GaussianSchedule:
+    """(a_t, s_t) of a Gaussian process, built from a log-SNR schedule.
+
+    name:   cosine | linear | sqrt (VP shapes above) | ve (σ(t) = σ_min^{1-t} σ_max^t, CDCD/EDM)
+    form:   "vp" (a² + s² = 1: a² = sigmoid λ, s² = sigmoid -λ) or "ve" (a = 1, s = e^{-λ/2});
+            name "ve" implies form "ve".
+    shift:  log-SNR shift λ → λ + 2 log shift (shifted cosine: CATDM, METHODS.md §3; shift < 1
+            puts more training mass at high noise).
+    rescale: Difformer noise factor F (Gao et al. 2024, code zhjgao/difformer); SNR → SNR / F².
+    rescale_form: "vp"    ᾱ' = ᾱ / (F² - (F² - 1) ᾱ), i.e. λ → λ - 2 log F, then the VP form;
+                  "noise" z_t = a_t z_0 + F s_t ε (same SNR, variance no longer 1).
+    t_min / t_max: the usable time range (None = the schedule's default above; "ve" uses [0, 1]).
+    """
+
+    name: str = "cosine"
+    form: str = "vp"
+    shift: float = 1.0
+    rescale: float = 1.0
+    rescale_form: str = "vp"
+    sigma_min: float = 1.0  # "ve" only (CDCD: σ from 1 to 300 for √d-norm embeddings)
+    sigma_max: float = 300.0
+    t_min: float | None = None
+    t_max: float | None = None
+
+    def __post_init__(self):
+        if self.name not in GAUSSIAN_SCHEDULES:
+            raise ConfigError(f"unknown Gaussian schedule {self.name!r}; choose one of {sorted(GAUSSIAN_SCHEDULES)}")
+        if self.form not in ("vp", "ve"):
+            raise ConfigError(f"schedule form must be 'vp' or 've', got {self.form!r}")
+        if self.rescale_form not in ("vp", "noise"):
+            raise ConfigError(f"rescale_form must be 'vp' or 'noise', got {self.rescale_form!r}")
+        if self.shift <= 0 or self.rescale <= 0:
+            raise ConfigError(f"shift and rescale must be positive, got {self.shift}, {self.rescale}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ConfigError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        lo, hi = self.t_range
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"need 0 <= t_min < t_max <= 1, got {lo}, {hi}")
+
+    @property
+    def t_range(self) -> tuple[float, float]:
+        lo, hi = (0.0, 1.0) if self.name == "ve" else _GAUSS[self.name][2]
+        return (lo if self.t_min is None else self.t_min, hi if self.t_max is None else self.t_max)
+
+    @property
+    def ve(self) -> bool:
+        return self.name == "ve" or self.form == "ve"
+
+    def _base(self, t):
+        if self.name == "ve":
+            lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+            return -2.0 * (lo + (hi - lo) * t), torch.full_like(t, -2.0 * (hi - lo))
+        lam, dlam, _ = _GAUSS[self.name]
+        return lam(t), dlam(t)
+
+    def log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        """λ(t) after shift and rescaling."""
+        return self._base(t)[0] + 2.0 * math.log(self.shift) - 2.0 * math.log(self.rescale)
+
+    def dlog_snr(self, t: torch.Tensor) -> torch.Tensor:
+        """dλ/dt in closed form (shift and rescale are constants in λ)."""
+        return self._base(t)[1]
+
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, s_t) with z_t = a_t z_0 + s_t ε."""
+        noise_form = self.rescale != 1.0 and self.rescale_form == "noise"
+        lam = self.log_snr(t) + (2.0 * math.log(self.rescale) if noise_form else 0.0)
+        if self.ve:
+            a, s = torch.ones_like(lam), torch.exp(-0.5 * lam)
+        else:
+            a, s = torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
+        return (a, s * self.rescale) if noise_form else (a, s)
+
+    def vlb_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """-dSNR/dt = -λ'(t) e^{λ(t)} ≥ 0: the continuous-time diffusion-loss weight of
+        ½ ‖z_0 - ẑ_0‖² (Kingma et al. 2021, VDM eq. 17); depends only on SNR(t)."""
+        return -self.dlog_snr(t) * torch.exp(self.log_snr(t))

@@ -16,12 +16,13 @@ class LossOutput:
     """What a method's training forward returns.
 
     loss: scalar to back-propagate (mean per token over the batch).
-    nll: (B,) detached per-sequence bound in nats (NELBO for diffusion, exact NLL for AR).
+    nll: (B,) detached per-sequence bound in nats (NELBO for diffusion, exact NLL for AR), or None
+         when the training loss is not a likelihood bound (embedding diffusion: see `nelbo`).
     metrics: extra scalars for logging.
     """
 
     loss: torch.Tensor
-    nll: torch.Tensor
+    nll: torch.Tensor | None
     metrics: dict = field(default_factory=dict)
 
 

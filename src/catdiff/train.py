@@ -283,10 +283,12 @@ class Trainer:
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     elapsed = time.time() - t0
-                    rec = {"step": self.step, "loss": float(loss.detach()), "bits_per_token": float(out.nll.mean()) /
-                           self.dataset.seq_len / math.log(2), "lr": lr, "grad_norm": float(gnorm),
+                    rec = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
                            "tokens_per_s": tokens / max(elapsed, 1e-9), "elapsed_s": elapsed}
+                    if out.nll is not None:  # methods whose training loss is not a bound leave it None
+                        rec["bits_per_token"] = float(out.nll.mean()) / self.dataset.seq_len / math.log(2)
                     rec.update({k: float(v) for k, v in out.metrics.items()})
+                    rec.update(self.method.diagnostics())
                     self._log(rec)
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 if tc.eval_every and self.step % tc.eval_every == 0:

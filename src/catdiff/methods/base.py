@@ -47,6 +47,10 @@ class Method(nn.Module):
         """n samples (n, L) with `cfg.steps` steps (where meaningful)."""
         raise NotImplementedError
 
+    def diagnostics(self) -> dict:
+        """Cheap scalars logged with every training record (e.g. embedding spread); none by default."""
+        return {}
+
     def describe(self) -> dict:
         return {"name": self.name, "options": asdict(self.options)}
 

@@ -45,12 +45,21 @@ class TransformerConfig:
     # translation-equivariant, so a bidirectional model cannot tell which position it is at;
     # data whose law depends on the absolute position (synthetic mixtures, images) needs this.
     abs_pos: bool = True
+    # kernel of a depthwise convolution over positions added as its own residual branch in front
+    # of every block's attention (0 = off). A masked position sees nothing of itself, so all its
+    # evidence must come through attention, which at init spreads over all L positions; the
+    # short convolution hands neighbours' features to every position from the first step.
+    local_mix: int = 0
 
     def __post_init__(self):
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError(f"d_model ({self.d_model}) / n_heads ({self.n_heads}) must be an even integer")
         if self.tie_weights and self.vocab_size < self.out_size:
             raise ValueError(f"tie_weights needs vocab_size ({self.vocab_size}) >= out_size ({self.out_size})")
+        if self.local_mix < 0 or (self.local_mix and self.local_mix % 2 == 0):
+            raise ValueError(f"local_mix must be 0 (off) or an odd kernel size, got {self.local_mix}")
+        if self.local_mix and self.causal:
+            raise ValueError("local_mix is for bidirectional models (a causal model sees its own token)")
         if min(self.vocab_size, self.out_size, self.seq_len, self.n_layers) < 1:
             raise ValueError("vocab_size, out_size, seq_len and n_layers must be positive")
 
@@ -81,6 +90,8 @@ class Block(nn.Module):
         self.layer, self.conditioned, self.dropout = layer, cfg.conditioned, cfg.dropout
         self.attn = Attention(D, cfg.n_heads, causal=cfg.causal, dropout=cfg.dropout)
         self.mlp = MLP(D, cfg.hidden)
+        if cfg.local_mix:
+            self.mix_weight = nn.Parameter(torch.empty(cfg.local_mix, D))  # (k, D) depthwise taps
         if self.conditioned:
             # c → (shift, scale, gate) for attention and MLP; zero-init (adaLN-Zero)
             self.ada = nn.Linear(D, 6 * D)
@@ -91,8 +102,20 @@ class Block(nn.Module):
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
 
+    def _local_mix(self, h: torch.Tensor) -> torch.Tensor:
+        """Depthwise convolution over positions, zero-padded: y_i = Σ_j w_j ⊙ h_{i+j-k//2}.
+        A k-term sum of shifted views (faster than a grouped Conv1d on CPU)."""
+        k, L = self.mix_weight.shape[0], h.shape[1]
+        hp = F.pad(h, (0, 0, k // 2, k // 2))  # (B, L + k - 1, D)
+        y = hp[:, :L] * self.mix_weight[0]
+        for j in range(1, k):  # loop over the k taps, not over positions
+            y = torch.addcmul(y, hp[:, j:j + L], self.mix_weight[j])
+        return y  # (B, L, D)
+
     def forward(self, x, c, cos, sin, cache: KVCache | None = None):
         D = x.shape[-1]
+        if hasattr(self, "mix_weight"):
+            x = x + self._local_mix(F.layer_norm(x, (D,)))
         if self.conditioned:
             mods = self.ada(c).view(-1, 6, 1, D)  # c: (B, D) = SiLU(cond) → (B, 6, 1, D)
             shift1, scale1, gate1, shift2, scale2, gate2 = mods.unbind(1)  # each (B, 1, D)
@@ -144,6 +167,9 @@ class Transformer(nn.Module):
         if self.cfg.abs_pos:
             nn.init.normal_(self.pos_emb, std=std)
         for blk in self.blocks:
+            if self.cfg.local_mix:  # the default init of a depthwise Conv1d: U(±1/sqrt(fan_in = k))
+                bound = 1.0 / math.sqrt(self.cfg.local_mix)
+                nn.init.uniform_(blk.mix_weight, -bound, bound)
             nn.init.normal_(blk.attn.proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
             nn.init.normal_(blk.mlp.proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
             if self.cfg.conditioned:

@@ -1,0 +1,380 @@
+"""Gaussian diffusion in a learned embedding space: embed-naive, Diffusion-LM, CDCD, Difformer and
+CATDM as one method with switchable loss terms (METHODS.md §1.3, §2, §3). It wires the embedding
+table, the Gaussian process, the transformer and the samplers; it knows nothing of optimisers,
+checkpoints or data sources.
+
+Every variant has the same parts: clean embeddings z_0 = c·Ê[x] (models/encoders.py), noising
+z_t = a_t z_0 + s_t ε (processes/gaussian.py), a transformer on z_t that predicts either ẑ_0
+directly ("x0") or K logits whose softmax mixes the table, ẑ_0 = Σ_k p_θ(k|z_t) c·Ê_k ("logits":
+CDCD's score interpolation), and readout logits ẑ_0 Êᵀ for x0 models. The variants differ only in
+their defaults (see the Options subclasses at the bottom) and every part stays switchable for
+ablations. Loss terms (each a per-token mean, weighted by its w_*):
+
+  mse       ‖ẑ_0 - z_0‖² / d                                (Diffusion-LM L_simple; CATDM L_DM)
+  ce        -log p_θ(x | z_t) with label smoothing           (CDCD's loss; Difformer's anchor loss
+                                                              when p_θ is the readout of ẑ_0)
+  rounding  -log softmax(z_0 Êᵀ)[x] on the *true* z_0         (Diffusion-LM rounding term)
+  prior     ‖a_{t_max} z_0‖² / d                               (Diffusion-LM's L_T term, code tT_loss)
+  recon     -log p_θ(x | z_{t_min}) on a sub-batch            (CATDM L_0; the VLB's decoder term)
+  cm        KL(sg p_θ(·|z_s, s) ‖ p_θ(·|z_t, t)), s ~ U(t_min, t), shared ε   (CATDM L_CM [our choice])
+
+`nelbo` is the same variational bound for every variant (VDM, Kingma et al. 2021, eqs. 11-17):
+-log p_θ(x | z_{t_min}) + ∫ ½(-SNR'(t)) ‖z_0 - ẑ_0(z_t)‖² dt + KL(q(z_{t_max}|x) ‖ p(z_{t_max})),
+the decoder being the network's categorical prediction at t_min [our choice], so every method
+reports bits on one scale with MDLM and AR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import registry
+from ..errors import ConfigError
+from ..models.encoders import TokenEmbedding
+from ..processes import gaussian
+from ..samplers import GAUSSIAN_SAMPLERS, DrawOptions, draw_categorical, sample_gaussian
+from ..schedules import GaussianSchedule, sample_times
+from ..structs import LossOutput, SampleOutput
+from .base import Method
+
+
+@dataclass
+class EmbeddingOptions:
+    """All switches of embedding diffusion; the registered variants change only the defaults."""
+
+    # embeddings (models/encoders.py)
+    embed_dim: int = 64  # d
+    scale: bool = True  # z_0 = √d·Ê[x] (Difformer; CDCD's norm-√d embeddings)
+    normalize: bool = False  # L2-normalised rows (CDCD)
+    frozen: bool = False  # keep the random table fixed (no end-to-end training)
+    in_norm: bool = True  # LayerNorm after the input projection (Difformer)
+    # process (schedules.GaussianSchedule)
+    schedule: str = "cosine"  # cosine | linear | sqrt | ve
+    form: str = "vp"  # vp | ve
+    shift: float = 1.0  # log-SNR shift 2·log(shift) (CATDM's shifted cosine)
+    rescale: float = 1.0  # Difformer's F at training
+    rescale_decode: float | None = None  # F at sampling (None = as in training)
+    rescale_form: str = "noise"  # noise: z = a z0 + F s ε (Difformer code) | vp: ᾱ/(F² - (F²-1)ᾱ)
+    sigma_min: float = 1.0  # ve only
+    sigma_max: float = 300.0
+    t_min: float | None = None  # None = the schedule's own range
+    t_max: float | None = None
+    # network output: "x0" (ẑ_0 directly) or "logits" (ẑ_0 = softmax(logits)·table, CDCD)
+    param: str = "x0"
+    self_cond: float = 0.0  # probability of self-conditioning in training (Chen et al. 2022)
+    drop_prob: float = 0.0  # random dropping: z_0 → learned [DROP] vector before noising (CATDM)
+    # loss weights (module docstring)
+    w_mse: float = 1.0
+    w_ce: float = 0.0
+    w_rounding: float = 0.0
+    w_prior: float = 0.0
+    w_recon: float = 0.0
+    w_cm: float = 0.0
+    label_smoothing: float = 0.0
+    recon_frac: float = 0.25  # share of the batch that also pays the recon term (one extra call)
+    antithetic: bool = True
+    # sampling defaults (SampleConfig.sampler / clamp / early_stop override them)
+    sampler: str = "ddpm"  # ddpm | ddim | euler | heun
+    clamp: bool = False
+    early_stop: int = 0
+
+    def __post_init__(self):
+        if self.embed_dim < 1:
+            raise ConfigError(f"method.embed_dim must be positive, got {self.embed_dim}")
+        if self.param not in ("x0", "logits"):
+            raise ConfigError(f"method.param must be 'x0' or 'logits', got {self.param!r}")
+        if self.sampler not in GAUSSIAN_SAMPLERS:
+            raise ConfigError(f"method.sampler {self.sampler!r} unknown; choose one of {GAUSSIAN_SAMPLERS}")
+        for k in ("self_cond", "drop_prob", "label_smoothing"):
+            if not 0.0 <= getattr(self, k) < 1.0:
+                raise ConfigError(f"method.{k} must be in [0, 1), got {getattr(self, k)}")
+        if not 0.0 < self.recon_frac <= 1.0:
+            raise ConfigError(f"method.recon_frac must be in (0, 1], got {self.recon_frac}")
+        if any(getattr(self, k) < 0 for k in ("w_mse", "w_ce", "w_rounding", "w_prior", "w_recon", "w_cm")):
+            raise ConfigError("loss weights method.w_* must be >= 0")
+        self.train_schedule()  # raises ConfigError naming the bad schedule setting
+        self.decode_schedule()
+
+    def train_schedule(self) -> GaussianSchedule:
+        return GaussianSchedule(self.schedule, self.form, self.shift, self.rescale, self.rescale_form,
+                                self.sigma_min, self.sigma_max, self.t_min, self.t_max)
+
+    def decode_schedule(self) -> GaussianSchedule:
+        f = self.rescale if self.rescale_decode is None else self.rescale_decode
+        return GaussianSchedule(self.schedule, self.form, self.shift, f, self.rescale_form,
+                                self.sigma_min, self.sigma_max, self.t_min, self.t_max)
+
+
+def effective_rank(m: torch.Tensor) -> float:
+    """exp(entropy of the normalised singular values) of the centred rows (Roy & Vetterli 2007)."""
+    sv = torch.linalg.svdvals((m - m.mean(0)).double())
+    p = sv / sv.sum().clamp_min(1e-300)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+class EmbeddingDiffusion(Method):
+    """Base of the five registered variants; behaviour is set by the options alone."""
+
+    name = "embedding"
+    Options = EmbeddingOptions
+
+    def __init__(self, options: EmbeddingOptions, model_cfg, vocab_size: int, seq_len: int):
+        super().__init__(options, model_cfg, vocab_size, seq_len)
+        o = options
+        if model_cfg.tie_weights:
+            raise ConfigError("model.tie_weights does not apply to embedding diffusion (the readout is the "
+                              "embedding table already); set it to false")
+        self.schedule = o.train_schedule()
+        self.decode_sched = o.decode_schedule()
+        self.emb = TokenEmbedding(vocab_size, o.embed_dim, scale=o.scale, normalize=o.normalize, frozen=o.frozen)
+        if o.drop_prob > 0:
+            self.drop_vec = nn.Parameter(torch.zeros(o.embed_dim))
+        d_in = o.embed_dim * (2 if o.self_cond > 0 else 1)
+        out = o.embed_dim if o.param == "x0" else vocab_size
+        self.net = registry.build_network(model_cfg, vocab_in=1, vocab_out=out, seq_len=seq_len, causal=False,
+                                          time_cond=True)
+        D = self.net.cfg.d_model
+        self.in_proj = nn.Linear(d_in, D)
+        self.in_norm = nn.LayerNorm(D) if o.in_norm else nn.Identity()
+
+    # ---- the denoiser ---------------------------------------------------------------------
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None,
+                schedule: GaussianSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_t (B, L, d), t (B,) → (ẑ_0 (B, L, d), logits (B, L, K)).
+
+        The input is scaled by c_in = 1/sqrt(a_t² + s_t²) (EDM's c_in for unit-variance data; 1 in
+        the VP form) [our choice], so VE and rescaled processes reach the network at unit scale."""
+        sched = schedule or self.schedule
+        a, s = sched.coefficients(t.reshape(-1, 1, 1).to(z_t.dtype))
+        h = z_t * torch.rsqrt(a * a + s * s)
+        if self.options.self_cond > 0:
+            h = torch.cat([h, torch.zeros_like(z_t) if x0_prev is None else x0_prev], -1)  # (B, L, 2d)
+        out = self.net(None, t, inputs_embeds=self.in_norm(self.in_proj(h)))  # (B, L, d or K)
+        if self.options.param == "x0":
+            return out, self.emb.readout(out)
+        return torch.softmax(out.float(), -1) @ self.emb.table(), out  # score interpolation (CDCD §3.2)
+
+    def _denoise_sc(self, z_t, t, generator, enabled: bool):
+        """Self-conditioning in training: with probability p (one coin per batch, as in Chen et al.'s
+        code) a first no-grad pass provides ẑ_0 as the extra input."""
+        prev = None
+        p = self.options.self_cond
+        if enabled and p > 0 and float(torch.rand((), generator=generator, device=z_t.device)) < p:
+            with torch.no_grad():
+                prev = self.denoise(z_t, t)[0].detach()
+        return self.denoise(z_t, t, prev)
+
+    # ---- training -------------------------------------------------------------------------
+    def _times(self, B: int, generator, device) -> torch.Tensor:
+        lo, hi = self.schedule.t_range
+        u = sample_times(B, generator, device, 0.0, self.options.antithetic)  # (B,) in [0, 1)
+        return lo + (hi - lo) * u
+
+    def _ce(self, logits: torch.Tensor, x: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x.reshape(-1), label_smoothing=smoothing)
+
+    def forward(self, x: torch.Tensor, generator=None) -> LossOutput:
+        o, B = self.options, x.shape[0]
+        dev = x.device
+        z0 = self.emb(x)  # (B, L, d): the regression target (gradients reach the table)
+        z_in = z0
+        if o.drop_prob > 0:  # CATDM random dropping (METHODS.md §3 [our choice])
+            drop = torch.rand(x.shape, generator=generator, device=dev) < o.drop_prob  # (B, L)
+            z_in = torch.where(drop.unsqueeze(-1), self.drop_vec.to(z0.dtype), z0)
+        t = self._times(B, generator, dev)
+        a, s = self.schedule.coefficients(t.view(B, 1, 1))
+        eps = torch.randn(z0.shape, generator=generator, device=dev, dtype=z0.dtype)
+        z_t = gaussian.q_sample(z_in, a, s, eps)
+        x0_hat, logits = self._denoise_sc(z_t, t, generator, enabled=True)
+        terms = {}
+        if o.w_mse:
+            terms["mse"] = (x0_hat - z0).pow(2).mean()
+        if o.w_ce:
+            terms["ce"] = self._ce(logits, x, o.label_smoothing)
+        if o.w_rounding:
+            terms["rounding"] = self._ce(self.emb.readout(z0), x)
+        if o.w_prior:
+            a1, _ = self.schedule.coefficients(torch.tensor(self.schedule.t_range[1], device=dev))
+            terms["prior"] = (a1 * z0).pow(2).mean()
+        if o.w_recon:
+            n = max(1, int(round(o.recon_frac * B)))
+            t0 = torch.full((n,), self.schedule.t_range[0], device=dev)
+            a0, s0 = self.schedule.coefficients(t0.view(n, 1, 1))
+            z_lo = gaussian.q_sample(z_in[:n], a0, s0, torch.randn(z0[:n].shape, generator=generator, device=dev))
+            terms["recon"] = self._ce(self.denoise(z_lo, t0)[1], x[:n])
+        if o.w_cm:
+            lo = self.schedule.t_range[0]
+            u = torch.rand(B, generator=generator, device=dev)
+            s_time = lo + (t - lo) * u  # s ~ U(t_min, t): a less noisy point on the same trajectory
+            a_s, s_s = self.schedule.coefficients(s_time.view(B, 1, 1))
+            with torch.no_grad():
+                logp_s = torch.log_softmax(self.denoise(gaussian.q_sample(z_in, a_s, s_s, eps), s_time)[1].float(), -1)
+            logp_t = torch.log_softmax(logits.float(), -1)
+            terms["cm"] = (logp_s.exp() * (logp_s - logp_t)).sum(-1).mean()
+        loss = sum(getattr(o, "w_" + k) * v for k, v in terms.items())
+        return LossOutput(loss=loss, nll=None, metrics={k: v.detach() for k, v in terms.items()})
+
+    # ---- likelihood bound -------------------------------------------------------------------
+    def _x0_eval(self, z_t, t):
+        """ẑ_0 at evaluation: with self-conditioning, two passes (the second fed the first)."""
+        x0, logits = self.denoise(z_t, t)
+        if self.options.self_cond > 0:
+            x0, logits = self.denoise(z_t, t, x0)
+        return x0, logits
+
+    @torch.no_grad()
+    def nelbo(self, x, generator=None) -> torch.Tensor:
+        """(B,) one-sample VLB in nats (module docstring): decoder + diffusion + prior terms."""
+        B, dev = x.shape[0], x.device
+        lo, hi = self.schedule.t_range
+        z0 = self.emb(x).float()  # (B, L, d)
+        # decoder term at t_min
+        t0 = torch.full((B,), lo, device=dev)
+        a0, s0 = self.schedule.coefficients(t0.view(B, 1, 1))
+        z_lo = gaussian.q_sample(z0, a0, s0, torch.randn(z0.shape, generator=generator, device=dev))
+        logp = torch.log_softmax(self._x0_eval(z_lo, t0)[1].double(), -1)
+        rec = -logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
+        # diffusion term: (t_max - t_min) E_t[½ w(t) ‖z0 - ẑ0‖²]
+        t = self._times(B, generator, dev)
+        a, s = self.schedule.coefficients(t.view(B, 1, 1))
+        z_t = gaussian.q_sample(z0, a, s, torch.randn(z0.shape, generator=generator, device=dev))
+        x0_hat = self._x0_eval(z_t, t)[0].float()
+        w = self.schedule.vlb_weight(t.double()).view(B, 1)
+        diff = (hi - lo) * gaussian.diffusion_term(z0.double(), x0_hat.double(), w).sum(-1)  # (B,)
+        # prior term at t_max
+        a1, s1 = self.schedule.coefficients(torch.tensor(hi, device=dev, dtype=torch.float64))
+        prior = gaussian.prior_kl(z0.double(), a1, s1).sum(-1)  # (B,)
+        return rec + diff + prior
+
+    # ---- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n, cfg, generator=None) -> SampleOutput:
+        o = self.options
+        kind = o.sampler if cfg.sampler in (None, "auto") else cfg.sampler
+        clamp = cfg.clamp if cfg.clamp is not None else o.clamp
+        early = cfg.early_stop if cfg.early_stop is not None else o.early_stop
+        sched = self.decode_sched
+        a1, s1 = sched.coefficients(torch.tensor(sched.t_range[1], device=self.device))
+        z = torch.randn((n, self.seq_len, o.embed_dim), generator=generator, device=self.device)
+        z = z * gaussian.prior_variance(a1, s1).sqrt()  # z_{t_max} ~ p(z_{t_max})
+        logits, nfe = sample_gaussian(
+            lambda z_, t_, prev: self.denoise(z_, t_, prev, schedule=sched), z, sched, cfg.steps, kind, generator,
+            self_cond=o.self_cond > 0, clamp=self.emb.clamp if clamp else None, early_stop=early)
+        # decode: argmax of the last prediction (Diffusion-LM / Difformer rounding), or a draw at temperature > 0
+        opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
+        x = logits.argmax(-1) if cfg.temperature == 1.0 and cfg.top_k is None and cfg.top_p is None \
+            else draw_categorical(torch.log_softmax(logits.float(), -1), generator, opts)
+        return SampleOutput(samples=x, nfe=nfe)
+
+    @torch.no_grad()
+    def ce_curve(self, x: torch.Tensor, ts, generator=None) -> list[float]:
+        """Mean per-token -log p_θ(x | z_t) in nats at each t of `ts` (clipped to the schedule's
+        range): the denoising cross-entropy curve CATDM uses to show collapse."""
+        lo, hi = self.schedule.t_range
+        z0 = self.emb(x)
+        out = []
+        for t in ts:
+            tt = torch.full((x.shape[0],), min(max(float(t), lo), hi), device=x.device)
+            a, s = self.schedule.coefficients(tt.view(-1, 1, 1))
+            z_t = gaussian.q_sample(z0, a, s, torch.randn(z0.shape, generator=generator, device=x.device))
+            out.append(float(self._ce(self._x0_eval(z_t, tt)[1], x)))
+        return out
+
+    # ---- collapse diagnostics (logged with every training record) ------------------------------
+    @torch.no_grad()
+    def diagnostics(self) -> dict:
+        return embedding_diagnostics(self.emb)
+
+
+@torch.no_grad()
+def embedding_diagnostics(emb: TokenEmbedding) -> dict:
+    """Spread of the clean embeddings c·Ê: mean pairwise distance, mean norm, effective rank, and
+    nearest-neighbour decodability = share of tokens whose clean embedding rounds back to itself."""
+    E = emb.table().float()  # (K, d)
+    K = E.shape[0]
+    dist = torch.cdist(E, E)  # (K, K)
+    return {"emb_pairwise": float(dist.sum() / max(K * (K - 1), 1)),
+            "emb_norm": float(E.norm(dim=-1).mean()),
+            "emb_rank": effective_rank(E),
+            "emb_decodable": float((emb.round(E) == torch.arange(K, device=E.device)).float().mean())}
+
+
+# ---- the registered variants: defaults from their sources -------------------------------------
+
+@dataclass
+class NaiveOptions(EmbeddingOptions):
+    """x0-MSE + decoder term, trained end to end, plain cosine schedule: the collapse-prone baseline."""
+
+    w_recon: float = 1.0
+
+
+@dataclass
+class DiffusionLMOptions(EmbeddingOptions):
+    """Li et al. 2022: sqrt schedule, L_simple + L_T + rounding on the true z_0 (code: improved-diffusion
+    text branch); embeddings unscaled-by-norm, clamping available at sampling."""
+
+    schedule: str = "sqrt"
+    in_norm: bool = False
+    w_rounding: float = 1.0
+    w_prior: float = 1.0
+
+
+@dataclass
+class CDCDOptions(EmbeddingOptions):
+    """Dieleman et al. 2022: cross-entropy training, L2-normalised embeddings of norm √d, VE with
+    σ ∈ [1, 300], score interpolation and an Euler ODE sampler (time warping not implemented)."""
+
+    schedule: str = "ve"
+    form: str = "ve"
+    normalize: bool = True
+    in_norm: bool = False
+    param: str = "logits"
+    w_mse: float = 0.0
+    w_ce: float = 1.0
+    sampler: str = "euler"
+
+
+@dataclass
+class DifformerOptions(EmbeddingOptions):
+    """Gao et al. 2024 (code zhjgao/difformer): sqrt schedule, noise rescaling F = 4 in training and
+    F = 1 in decoding (released scripts), anchor loss with label smoothing 0.1, self-conditioning 0.5,
+    LayerNorm after the input projection."""
+
+    schedule: str = "sqrt"
+    rescale: float = 4.0
+    rescale_decode: float | None = 1.0
+    w_ce: float = 1.0
+    label_smoothing: float = 0.1
+    self_cond: float = 0.5
+
+
+@dataclass
+class CATDMOptions(EmbeddingOptions):
+    """Nguyen, Lai et al. 2024 (METHODS.md §3, faithful in spirit): L_DM + L_0 + λ_CM L_CM, shifted
+    cosine (shift 0.1), random dropping 0.1."""
+
+    shift: float = 0.1
+    drop_prob: float = 0.1
+    w_recon: float = 1.0
+    w_cm: float = 1.0
+
+
+def _variant(name: str, options: type, doc: str) -> type:
+    cls = type(name.replace("-", "_").title().replace("_", ""), (EmbeddingDiffusion,),
+               {"name": name, "Options": options, "__doc__": doc, "__module__": __name__})
+    return registry.register_method(cls)
+
+
+EmbedNaive = _variant("embed-naive", NaiveOptions, NaiveOptions.__doc__)
+DiffusionLM = _variant("diffusion-lm", DiffusionLMOptions, DiffusionLMOptions.__doc__)
+CDCD = _variant("cdcd", CDCDOptions, CDCDOptions.__doc__)
+Difformer = _variant("difformer", DifformerOptions, DifformerOptions.__doc__)
+CATDM = _variant("catdm", CATDMOptions, CATDMOptions.__doc__)
+
+__all__ = ["CATDM", "CDCD", "DiffusionLM", "Difformer", "EmbedNaive", "EmbeddingDiffusion", "EmbeddingOptions",
+           "embedding_diagnostics", "effective_rank"]
