@@ -77,7 +77,8 @@ def bits_per_token(nats_per_seq: float | torch.Tensor, seq_len: int) -> float:
 
 def perplexity_bound(nats_per_seq: float | torch.Tensor, seq_len: int) -> float:
     """Perplexity (upper bound when the input is a NELBO) = exp(nats_per_seq / L)."""
-    return math.exp(_as_float(nats_per_seq) / seq_len)
+    per_token = _as_float(nats_per_seq) / seq_len
+    return math.exp(per_token) if per_token < 700 else math.inf  # exp overflows a double past ~709
 
 
 def nelbo_gap(nelbo_nats_per_seq: float | torch.Tensor, entropy_nats_per_seq: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -155,6 +156,9 @@ class GaussianSchedule:
     rescale_form: "vp"    ᾱ' = ᾱ / (F² - (F² - 1) ᾱ), i.e. λ → λ - 2 log F, then the VP form;
                   "noise" z_t = a_t z_0 + F s_t ε (same SNR, variance no longer 1).
     t_min / t_max: the usable time range (None = the schedule's default above; "ve" uses [0, 1]).
+    log_snr_max: if set, t_min is raised to the time where λ(t) = log_snr_max [our choice, used by
+            embedding diffusion]: the likelihood bound's decoder sits there, and the diffusion
+            term stops before SNR → ∞ where an imperfect ẑ_0 costs -SNR'(t)·‖err‖² without limit.
     """
 
     name: str = "cosine"
@@ -166,6 +170,7 @@ class GaussianSchedule:
     sigma_max: float = 300.0
     t_min: float | None = None
     t_max: float | None = None
+    log_snr_max: float | None = None
 
     def __post_init__(self):
         if self.name not in GAUSSIAN_SCHEDULES:
@@ -182,10 +187,25 @@ class GaussianSchedule:
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"need 0 <= t_min < t_max <= 1, got {lo}, {hi}")
 
-    @property
+    @cached_property
     def t_range(self) -> tuple[float, float]:
         lo, hi = (0.0, 1.0) if self.name == "ve" else _GAUSS[self.name][2]
-        return (lo if self.t_min is None else self.t_min, hi if self.t_max is None else self.t_max)
+        lo, hi = (lo if self.t_min is None else self.t_min, hi if self.t_max is None else self.t_max)
+        if self.log_snr_max is not None:
+            lo = max(lo, self.t_at_log_snr(self.log_snr_max, lo, hi))
+        return lo, hi
+
+    def t_at_log_snr(self, lam: float, lo: float = 0.0, hi: float = 1.0) -> float:
+        """The t in [lo, hi] with λ(t) = lam (bisection; λ is decreasing); lo or hi if out of range."""
+        a, b = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+        if float(self.log_snr(a)) <= lam:
+            return lo
+        if float(self.log_snr(b)) >= lam:
+            return hi
+        for _ in range(80):
+            m = 0.5 * (a + b)
+            a, b = (m, b) if float(self.log_snr(m)) > lam else (a, m)
+        return float(b)
 
     @property
     def ve(self) -> bool:

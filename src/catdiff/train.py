@@ -249,6 +249,10 @@ class Trainer:
                    desc=f"train {self.method.name}", dynamic_ncols=True, mininterval=1.0)
         t0, tokens, last_ckpt_step = time.time(), 0, self.step
         status = "done"
+        if self.step == 0 and self.is_main:
+            init = self.method.diagnostics()  # e.g. the embedding spread before any update
+            if init:
+                self._log({"step": 0, **init})
         self.method.train()
         with _Interrupt() as interrupt:
             while self.step < tc.max_steps:

@@ -144,3 +144,13 @@ def test_vlb_weight_integrates_to_snr_difference():
 def test_gaussian_schedule_rejects_bad_settings(bad):
     with pytest.raises(ConfigError):
         GaussianSchedule(**bad)
+
+
+@pytest.mark.parametrize("kw", [dict(name="cosine"), dict(name="cosine", shift=0.1), dict(name="linear")], ids=str)
+def test_log_snr_max_raises_t_min_to_that_snr(kw):
+    g = GaussianSchedule(**kw, log_snr_max=5.0)
+    lo, hi = g.t_range
+    assert float(g.log_snr(torch.tensor(lo, dtype=torch.float64))) == pytest.approx(5.0, abs=1e-9)
+    assert hi == GaussianSchedule(**kw).t_range[1]
+    # a bound below the schedule's own maximum leaves the range alone (sqrt: λ(0) = 4.6)
+    assert GaussianSchedule("sqrt", log_snr_max=5.0).t_range == GaussianSchedule("sqrt").t_range

@@ -20,8 +20,11 @@ ablations. Loss terms (each a per-token mean, weighted by its w_*):
 
 `nelbo` is the same variational bound for every variant (VDM, Kingma et al. 2021, eqs. 11-17):
 -log p_θ(x | z_{t_min}) + ∫ ½(-SNR'(t)) ‖z_0 - ẑ_0(z_t)‖² dt + KL(q(z_{t_max}|x) ‖ p(z_{t_max})),
-the decoder being the network's categorical prediction at t_min [our choice], so every method
-reports bits on one scale with MDLM and AR.
+the decoder being the network's categorical prediction at t_min and, by default, ẑ_0 the mean
+embedding under that prediction, Σ_k p_θ(k|z_t) c·Ê_k [our choices: any function of z_t gives a
+valid bound; this one is exact at high SNR once p_θ is sure, where a raw regression output pays
+-SNR'(t)·‖err‖²]. t_min sits at log-SNR `log_snr_max`. Every method so reports bits on one
+scale with MDLM and AR.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class EmbeddingOptions:
     sigma_max: float = 300.0
     t_min: float | None = None  # None = the schedule's own range
     t_max: float | None = None
+    log_snr_max: float | None = 5.0  # raises t_min to λ(t) = 5 (schedules.GaussianSchedule) [our choice]
+    # the bound's ẑ_0: "posterior" Σ_k p_θ(k|z_t)·c·Ê_k (the model's categorical belief) or "net" (raw ẑ_0)
+    bound_x0: str = "posterior"
     # network output: "x0" (ẑ_0 directly) or "logits" (ẑ_0 = softmax(logits)·table, CDCD)
     param: str = "x0"
     self_cond: float = 0.0  # probability of self-conditioning in training (Chen et al. 2022)
@@ -87,6 +93,8 @@ class EmbeddingOptions:
             raise ConfigError(f"method.embed_dim must be positive, got {self.embed_dim}")
         if self.param not in ("x0", "logits"):
             raise ConfigError(f"method.param must be 'x0' or 'logits', got {self.param!r}")
+        if self.bound_x0 not in ("posterior", "net"):
+            raise ConfigError(f"method.bound_x0 must be 'posterior' or 'net', got {self.bound_x0!r}")
         if self.sampler not in GAUSSIAN_SAMPLERS:
             raise ConfigError(f"method.sampler {self.sampler!r} unknown; choose one of {GAUSSIAN_SAMPLERS}")
         for k in ("self_cond", "drop_prob", "label_smoothing"):
@@ -101,12 +109,12 @@ class EmbeddingOptions:
 
     def train_schedule(self) -> GaussianSchedule:
         return GaussianSchedule(self.schedule, self.form, self.shift, self.rescale, self.rescale_form,
-                                self.sigma_min, self.sigma_max, self.t_min, self.t_max)
+                                self.sigma_min, self.sigma_max, self.t_min, self.t_max, self.log_snr_max)
 
     def decode_schedule(self) -> GaussianSchedule:
         f = self.rescale if self.rescale_decode is None else self.rescale_decode
         return GaussianSchedule(self.schedule, self.form, self.shift, f, self.rescale_form,
-                                self.sigma_min, self.sigma_max, self.t_min, self.t_max)
+                                self.sigma_min, self.sigma_max, self.t_min, self.t_max, self.log_snr_max)
 
 
 def effective_rank(m: torch.Tensor) -> float:
@@ -243,7 +251,9 @@ class EmbeddingDiffusion(Method):
         t = self._times(B, generator, dev)
         a, s = self.schedule.coefficients(t.view(B, 1, 1))
         z_t = gaussian.q_sample(z0, a, s, torch.randn(z0.shape, generator=generator, device=dev))
-        x0_hat = self._x0_eval(z_t, t)[0].float()
+        x0_hat, logits = self._x0_eval(z_t, t)
+        if self.options.bound_x0 == "posterior":  # any function of z_t gives a valid bound
+            x0_hat = torch.softmax(logits.double(), -1) @ self.emb.table().double()
         w = self.schedule.vlb_weight(t.double()).view(B, 1)
         diff = (hi - lo) * gaussian.diffusion_term(z0.double(), x0_hat.double(), w).sum(-1)  # (B,)
         # prior term at t_max
