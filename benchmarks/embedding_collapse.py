@@ -53,6 +53,8 @@ def run_one(label: str, args, judge) -> dict:
         cfg = load_config(f"configs/{method}/{args.dataset}.yaml", over)
         t0 = time.time()
         summary = train(cfg)
+        if summary["status"] == "interrupted":
+            raise SystemExit(f"interrupted during {label}; finished runs are in the JSON")
         train_info = {"steps": summary["step"], "wall_s": time.time() - t0, "tokens_per_s": summary["tokens_per_s"]}
     else:
         recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
