@@ -54,7 +54,7 @@ class EmbeddingOptions:
     scale: bool = True  # z_0 = √d·Ê[x] (Difformer; CDCD's norm-√d embeddings)
     normalize: bool = False  # L2-normalised rows (CDCD)
     frozen: bool = False  # keep the random table fixed (no end-to-end training)
-    in_norm: bool = True  # LayerNorm after the input projection (Difformer)
+    in_norm: str = "after"  # LayerNorm "after" the input projection (Difformer), "before" it, or "none"
     # process (schedules.GaussianSchedule)
     schedule: str = "cosine"  # cosine | linear | sqrt | ve
     form: str = "vp"  # vp | ve
@@ -93,6 +93,8 @@ class EmbeddingOptions:
             raise ConfigError(f"method.embed_dim must be positive, got {self.embed_dim}")
         if self.param not in ("x0", "logits"):
             raise ConfigError(f"method.param must be 'x0' or 'logits', got {self.param!r}")
+        if self.in_norm not in ("after", "before", "none"):
+            raise ConfigError(f"method.in_norm must be 'after', 'before' or 'none', got {self.in_norm!r}")
         if self.bound_x0 not in ("posterior", "net"):
             raise ConfigError(f"method.bound_x0 must be 'posterior' or 'net', got {self.bound_x0!r}")
         if self.sampler not in GAUSSIAN_SAMPLERS:
@@ -148,7 +150,7 @@ class EmbeddingDiffusion(Method):
                                           time_cond=True)
         D = self.net.cfg.d_model
         self.in_proj = nn.Linear(d_in, D)
-        self.in_norm = nn.LayerNorm(D) if o.in_norm else nn.Identity()
+        self.in_norm = nn.LayerNorm(D if o.in_norm == "after" else d_in) if o.in_norm != "none" else nn.Identity()
 
     # ---- the denoiser ---------------------------------------------------------------------
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None,
@@ -162,7 +164,8 @@ class EmbeddingDiffusion(Method):
         h = z_t * torch.rsqrt(a * a + s * s)
         if self.options.self_cond > 0:
             h = torch.cat([h, torch.zeros_like(z_t) if x0_prev is None else x0_prev], -1)  # (B, L, 2d)
-        out = self.net(None, t, inputs_embeds=self.in_norm(self.in_proj(h)))  # (B, L, d or K)
+        h = self.in_norm(self.in_proj(h)) if self.options.in_norm == "after" else self.in_proj(self.in_norm(h))
+        out = self.net(None, t, inputs_embeds=h)  # (B, L, d or K)
         if self.options.param == "x0":
             return out, self.emb.readout(out)
         return torch.softmax(out.float(), -1) @ self.emb.table(), out  # score interpolation (CDCD §3.2)
@@ -329,7 +332,7 @@ class DiffusionLMOptions(EmbeddingOptions):
     text branch); embeddings unscaled-by-norm, clamping available at sampling."""
 
     schedule: str = "sqrt"
-    in_norm: bool = False
+    in_norm: str = "none"
     w_rounding: float = 1.0
     w_prior: float = 1.0
 
@@ -342,7 +345,7 @@ class CDCDOptions(EmbeddingOptions):
     schedule: str = "ve"
     form: str = "ve"
     normalize: bool = True
-    in_norm: bool = False
+    in_norm: str = "none"
     param: str = "logits"
     w_mse: float = 0.0
     w_ce: float = 1.0

@@ -143,6 +143,15 @@ def test_bad_options_are_config_errors():
     from catdiff.errors import ConfigError
 
     for bad in [dict(param="eps"), dict(sampler="x"), dict(self_cond=1.0), dict(w_cm=-1.0), dict(schedule="nope"),
-                dict(recon_frac=0.0), dict(embed_dim=0)]:
+                dict(recon_frac=0.0), dict(embed_dim=0), dict(in_norm="middle")]:
         with pytest.raises(ConfigError):
             EmbeddingOptions(**bad)
+
+
+@pytest.mark.parametrize("where", ["after", "before", "none"])
+def test_layernorm_placement(where):
+    m = build("difformer", embed_dim=8, in_norm=where)
+    assert isinstance(m.in_norm, torch.nn.LayerNorm) == (where != "none")
+    if where != "none":
+        assert m.in_norm.normalized_shape[0] == (32 if where == "after" else 16)  # D, or 2d with self-conditioning
+    assert torch.isfinite(m(batch(), torch.Generator().manual_seed(0)).loss)
