@@ -2,7 +2,7 @@
 cdcd, difformer and catdm, plus CATDM's ablations and Difformer with F = 1, at one budget (same
 preset, batch and optimizer steps; wall time reported), then measures per run: the embedding
 statistics over training, CE(t), the likelihood bound (bits/token) and sample metrics at 10/50/200
-steps. Writes benchmarks/results/embedding_collapse_<dataset>.{json,md} and two PNGs.
+steps. Writes benchmarks/results/embedding_collapse_<dataset>_<preset>.{json,md} and a PNG.
 
     python benchmarks/embedding_collapse.py --dataset mixture --preset small --steps 300
     python benchmarks/embedding_collapse.py --dataset kjv --preset small --minutes 5 --judge runs/bench_kjv/ar
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     judge = load_judge(args.judge) if args.judge else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"embedding_collapse_{args.dataset}"
+    stem = out / f"embedding_collapse_{args.dataset}_{args.preset}"
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "budget": {"preset": args.preset, "steps": args.steps, "minutes": args.minutes,
                       "batch_size": args.batch_size}, "runs": []}
