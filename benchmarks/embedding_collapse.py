@@ -36,6 +36,9 @@ RUNS = {  # label: (method, extra overrides)
     "catdm -CM": ("catdm", ["method.w_cm=0.0"]),
     "catdm -shift": ("catdm", ["method.shift=1.0"]),
     "catdm -drop": ("catdm", ["method.drop_prob=0.0"]),
+    # follow-ups to the collapse of our CATDM (not in the list): min-SNR-weighted L_DM
+    "catdm min-SNR": ("catdm", ["method.mse_weight=min_snr"]),
+    "embed-naive min-SNR": ("embed-naive", ["method.mse_weight=min_snr"]),
 }
 
 

@@ -75,6 +75,10 @@ class EmbeddingOptions:
     drop_prob: float = 0.0  # random dropping: z_0 → learned [DROP] vector before noising (CATDM)
     # loss weights (module docstring)
     w_mse: float = 1.0
+    # per-time weight of the mse term: "none", or "min_snr" = min(SNR(t), mse_gamma) (Hang et al.
+    # 2023, min-SNR-γ for x0 targets), which stops high-noise times from pulling z_0 to the centroid
+    mse_weight: str = "none"
+    mse_gamma: float = 5.0
     w_ce: float = 0.0
     w_rounding: float = 0.0
     w_prior: float = 0.0
@@ -93,6 +97,8 @@ class EmbeddingOptions:
             raise ConfigError(f"method.embed_dim must be positive, got {self.embed_dim}")
         if self.param not in ("x0", "logits"):
             raise ConfigError(f"method.param must be 'x0' or 'logits', got {self.param!r}")
+        if self.mse_weight not in ("none", "min_snr") or self.mse_gamma <= 0:
+            raise ConfigError(f"method.mse_weight must be 'none' or 'min_snr' (mse_gamma > 0), got {self.mse_weight!r}")
         if self.in_norm not in ("after", "before", "none"):
             raise ConfigError(f"method.in_norm must be 'after', 'before' or 'none', got {self.in_norm!r}")
         if self.bound_x0 not in ("posterior", "net"):
@@ -204,7 +210,10 @@ class EmbeddingDiffusion(Method):
         x0_hat, logits = self._denoise_sc(z_t, t, generator, enabled=True)
         terms = {}
         if o.w_mse:
-            terms["mse"] = (x0_hat - z0).pow(2).mean()
+            per = (x0_hat - z0).pow(2).mean((1, 2))  # (B,)
+            if o.mse_weight == "min_snr":
+                per = per * torch.exp(self.schedule.log_snr(t)).clamp_max(o.mse_gamma)
+            terms["mse"] = per.mean()
         if o.w_ce:
             terms["ce"] = self._ce(logits, x, o.label_smoothing)
         if o.w_rounding:
