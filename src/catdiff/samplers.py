@@ -168,8 +168,7 @@ def sample_gaussian(
         return x0, logits
 
     def coef(t_):
-        a, s = schedule.coefficients(t_.reshape(1, 1, 1).to(z.dtype))
-        return a, s
+        return schedule.coefficients(t_.reshape(1, 1, 1).to(z.dtype))
 
     for j in range(n_points):
         t = grid[j]
@@ -184,13 +183,8 @@ def sample_gaussian(
             mean, var = gaussian.posterior(z, x0, a_t, s_t, a_r, s_r)
             z = mean + var.sqrt() * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         elif kind == "ddim":
-            # η = 1 recovers DDPM's variance; σ_η² = η² · var_posterior, the rest is deterministic
-            _, var = gaussian.posterior(z, x0, a_t, s_t, a_r, s_r)
-            var_eta = eta * eta * var
-            eps = gaussian.eps_from_x0(z, x0, a_t, s_t)
-            z = a_r * x0 + (s_r * s_r - var_eta).clamp_min(0).sqrt() * eps
-            if eta > 0:
-                z = z + var_eta.sqrt() * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype) if eta > 0 else None
+            z = gaussian.ddim_step(z, x0, a_t, s_t, a_r, s_r, eta, noise)
         else:
             sig_t, sig_r = s_t / a_t, s_r / a_r
             x = z / a_t

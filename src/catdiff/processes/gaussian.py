@@ -46,9 +46,16 @@ def posterior(z_t: torch.Tensor, x0: torch.Tensor, a_t, s_t, a_s, s_s) -> tuple[
     mean = (a_ts * s_s * s_s / (s_t * s_t)) * z_t + (a_s * var_ts / (s_t * s_t)) * x0
     return mean, var_ts * s_s * s_s / (s_t * s_t)
 
-def ddim_step(z_t: torch.Tensor, x0: torch.Tensor, a_t, s_t, a_s, s_s) -> torch.Tensor:
-    """Deterministic DDIM update (Song et al. 2021, eq. 12 with η = 0): z_s = a_s x̂0 + s_s ε̂."""
-    return a_s * x0 + s_s * eps_from_x0(z_t, x0, a_t, s_t)
+def ddim_step(z_t: torch.Tensor, x0: torch.Tensor, a_t, s_t, a_s, s_s, eta: float = 0.0,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+    """DDIM update (Song et al. 2021, eq. 12): z_s = a_s x̂0 + sqrt(s_s² - σ²) ε̂ + σ·noise with
+    σ² = η²·var of q(z_s | z_t, x̂0); η = 0 is deterministic, η = 1 has DDPM's variance."""
+    eps = eps_from_x0(z_t, x0, a_t, s_t)
+    if eta == 0:
+        return a_s * x0 + s_s * eps
+    var = eta * eta * posterior(z_t, x0, a_t, s_t, a_s, s_s)[1]
+    return a_s * x0 + (s_s * s_s - var).clamp_min(0).sqrt() * eps + var.sqrt() * noise
+
 
 # ---- likelihood-bound terms (nats) ---------------------------------------------------------
 

@@ -103,3 +103,15 @@ def test_prior_kl_matches_gaussian_kl_and_vanishes_at_pure_noise():
     assert torch.allclose(G.prior_kl(z0, a1, s1), ref)
     zero = G.prior_kl(z0, torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
     assert float(zero) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ddim_with_eta_one_is_the_ddpm_posterior():
+    """Song et al. 2021 §4.1: with σ² = var of q(z_s|z_t,x̂0), the DDIM step is that posterior."""
+    g = torch.Generator().manual_seed(5)
+    sched = GaussianSchedule("sqrt", rescale=2.0)
+    a_t, s_t = sched.coefficients(torch.tensor(0.6, dtype=torch.float64))
+    a_s, s_s = sched.coefficients(torch.tensor(0.4, dtype=torch.float64))
+    z, x0, n = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    mean, var = G.posterior(z, x0, a_t, s_t, a_s, s_s)
+    assert torch.allclose(G.ddim_step(z, x0, a_t, s_t, a_s, s_s, 1.0, n), mean + var.sqrt() * n)
+    assert torch.allclose(G.ddim_step(z, x0, a_t, s_t, a_s, s_s), a_s * x0 + s_s * G.eps_from_x0(z, x0, a_t, s_t))
