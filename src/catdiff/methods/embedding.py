@@ -378,8 +378,13 @@ class DifformerOptions(EmbeddingOptions):
 @dataclass
 class CATDMOptions(EmbeddingOptions):
     """Nguyen, Lai et al. 2024 (METHODS.md §3, faithful in spirit): L_DM + L_0 + λ_CM L_CM, shifted
-    cosine (shift 0.1), random dropping 0.1."""
+    cosine (shift 0.1), random dropping 0.1. The paper's terms are "re-weighted"; the sources do not
+    say how, and we weight L_DM by min(SNR(t), 5) (min-SNR-γ): with the unweighted x0-MSE the
+    shifted schedule puts most training times at high noise, where the loss pulls every embedding
+    to the centroid, and the embeddings collapsed in our runs (benchmarks/results/
+    embedding_collapse_mixture_tiny.md). `method.mse_weight=none` restores the unweighted term."""
 
+    mse_weight: str = "min_snr"
     shift: float = 0.1
     drop_prob: float = 0.1
     w_recon: float = 1.0

@@ -45,6 +45,7 @@ def test_variant_defaults_follow_their_sources():
     assert o["diffusion-lm"].schedule == "sqrt" and o["diffusion-lm"].w_rounding == 1.0
     assert o["cdcd"].param == "logits" and o["cdcd"].normalize and o["cdcd"].schedule == "ve"
     assert o["catdm"].w_cm > 0 and o["catdm"].shift < 1 and o["catdm"].drop_prob > 0
+    assert o["catdm"].mse_weight == "min_snr" and o["embed-naive"].mse_weight == "none"
     assert o["embed-naive"].w_ce == 0 and o["embed-naive"].w_cm == 0
 
 
