@@ -46,7 +46,9 @@ def _cmd_sample(args) -> int:
                  top_p=args.top_p if args.top_p is not None else sc.top_p,
                  cache=sc.cache and not args.no_cache, sampler=args.sampler or sc.sampler,
                  clamp=True if args.clamp else sc.clamp,
-                 early_stop=args.early_stop if args.early_stop is not None else sc.early_stop)
+                 early_stop=args.early_stop if args.early_stop is not None else sc.early_stop,
+                 guidance=sc.guidance if args.guidance is None else args.guidance,
+                 latent_steps=args.latent_steps or sc.latent_steps)
     out, sec = draw_samples(method, sc.num_samples, sc)
     x = out.samples
     if dataset.kind == "image":
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default=None, help="Gaussian methods: ddpm | ddim | euler | heun")
     s.add_argument("--clamp", action="store_true", help="Gaussian methods: clamping trick")
     s.add_argument("--early-stop", type=int, default=None, help="Gaussian methods: grid points skipped at the end")
+    s.add_argument("--guidance", type=float, default=None, help="LDDM: latent guidance weight w (0 = off)")
+    s.add_argument("--latent-steps", type=int, default=None, help="LDDM-SEQ: steps of the latent chain")
     s.add_argument("--out", default=None, help="output file (text, or PNG for images)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=_cmd_sample)

@@ -56,6 +56,7 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
     max_minutes: float = 0.0  # >0: stop (and checkpoint) after this wall time
+    init_from: str = ""  # run dir whose weights (EMA if saved) initialise a new run (e.g. LDDM-SEQ stage 2)
 
 
 @dataclass
@@ -72,6 +73,8 @@ class SampleConfig:
     sampler: str = "auto"  # Gaussian methods: ddpm | ddim | euler | heun ("auto" = the method's default)
     clamp: bool | None = None  # Gaussian methods: clamping trick (None = the method's default)
     early_stop: int | None = None  # Gaussian methods: grid points skipped at the end (None = default)
+    guidance: float = 0.0  # latent guidance w: logits_c + w (logits_c - logits_∅) (LDDM; 0 = off, one call)
+    latent_steps: int | None = None  # LDDM-SEQ: steps of the latent chain (None = `steps`)
     use_ema: bool = True
 
 

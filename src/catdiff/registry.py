@@ -13,7 +13,7 @@ import inspect
 from .errors import ConfigError
 
 METHODS: dict[str, type] = {}
-_METHOD_MODULES = ("catdiff.methods.mdlm", "catdiff.methods.ar", "catdiff.methods.embedding")
+_METHOD_MODULES = ("catdiff.methods.mdlm", "catdiff.methods.ar", "catdiff.methods.embedding", "catdiff.methods.lddm")
 
 DATASETS: dict[str, str] = {
     "mixture": "catdiff.data.synthetic:Mixture",
@@ -160,6 +160,16 @@ def build_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, cau
         **model_preset(model_cfg),
     )
     return Transformer(tcfg)
+
+
+def build_joint_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, n_slots: int, slot_dim: int):
+    """The joint token + latent-slot transformer (models.joint, MM-DiT style) sized by the model config."""
+    from .models.joint import JointConfig, JointTransformer
+
+    return JointTransformer(JointConfig(
+        vocab_size=vocab_in, out_size=vocab_out, seq_len=seq_len, n_slots=n_slots, slot_dim=slot_dim,
+        mlp_ratio=model_cfg.mlp_ratio, abs_pos=model_cfg.abs_pos, local_mix=model_cfg.local_mix,
+        **model_preset(model_cfg)))
 
 
 def build_method(cfg, vocab_size: int, seq_len: int):

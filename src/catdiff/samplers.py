@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from .processes import gaussian
+from .processes.coupled import CoupledProcess
 from .processes.masked import posterior_step, unmask_probability
 from .schedules import GaussianSchedule, MaskSchedule
 
@@ -179,12 +180,8 @@ def sample_gaussian(
             break
         r = grid[j + 1]
         (a_t, s_t), (a_r, s_r) = coef(t), coef(r)
-        if kind == "ddpm":
-            mean, var = gaussian.posterior(z, x0, a_t, s_t, a_r, s_r)
-            z = mean + var.sqrt() * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        elif kind == "ddim":
-            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype) if eta > 0 else None
-            z = gaussian.ddim_step(z, x0, a_t, s_t, a_r, s_r, eta, noise)
+        if kind in ("ddpm", "ddim"):
+            z = _latent_step(z, x0, a_t, s_t, a_r, s_r, kind, eta, generator)
         else:
             sig_t, sig_r = s_t / a_t, s_r / a_r
             x = z / a_t
@@ -196,3 +193,60 @@ def sample_gaussian(
                 x_r = x + (sig_r - sig_t) * 0.5 * (d1 + d2)
             z = a_r * x_r
     return logits, nfe
+
+
+# ------------------------------------------------------------------------------------------
+# Coupled tokens + latent (LDDM FUJI). The denoiser maps (z_t (B,L), y_t (B,P,dp), t_x (B,), t_y (B,))
+# to (log p_θ(x_0 | z_t, y_t) (B,L,K), ŷ_0 (B,P,dp)).
+CoupledDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                           tuple[torch.Tensor, torch.Tensor]]
+
+
+def _latent_step(y, y0, a_t, s_t, a_s, s_s, kind: str, eta: float, generator):
+    """One reverse Gaussian step t → s from the x0 prediction: DDPM posterior draw or DDIM(η)."""
+    if kind == "ddpm":
+        mean, var = gaussian.posterior(y, y0, a_t, s_t, a_s, s_s)
+        return mean + var.sqrt() * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype) if eta > 0 else None
+    return gaussian.ddim_step(y, y0, a_t, s_t, a_s, s_s, eta, noise)
+
+
+@torch.no_grad()
+def sample_coupled(
+    denoise: CoupledDenoiser,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    process: CoupledProcess,
+    steps: int,
+    generator: torch.Generator | None = None,
+    opts: DrawOptions | None = None,
+    kind: str = "ddim",
+    eta: float = 0.0,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """FUJI joint sampler (METHODS.md §5): from z (B, L) all masks and y (B, P, dp) ~ N(0, I) at
+    t = 1, `steps` uniform steps t → s, one joint network call each. Tokens: the MDLM posterior
+    (reveal with (α_s - α_t)/(1 - α_t), values drawn from p_θ(· | z_t, y_t)); latent: DDIM(η) or
+    the DDPM posterior from ŷ_0 at the clamped latent times. The last step reveals every
+    remaining mask and sets y ← ŷ_0. Returns (x_0, ŷ_0, network calls = steps)."""
+    if kind not in ("ddpm", "ddim"):
+        raise ValueError(f"unknown latent sampler {kind!r}; choose 'ddpm' or 'ddim'")
+    opts = opts or DrawOptions()
+    grid = time_grid(steps, z.device)
+    B = z.shape[0]
+    for j in range(steps):
+        t, s = grid[j], grid[j + 1]
+        t_y, s_y = process.latent_time(t), process.latent_time(s)
+        logp, y0 = denoise(z, y, t.expand(B), t_y.expand(B))
+        x0 = draw_categorical(logp, generator, opts)  # (B, L)
+        last = j == steps - 1
+        p = torch.ones((), device=z.device) if last else unmask_probability(process.tokens, t, s)
+        z = posterior_step(z, x0, p, process.mask_id, generator)
+        if last:
+            y = y0
+        elif s_y < t_y:
+            (a_t, s_t), (a_s, s_s) = (process.latent.coefficients(v.to(y.dtype)) for v in (t_y, s_y))
+            y = _latent_step(y, y0, a_t, s_t, a_s, s_s, kind, eta, generator)
+        if callback is not None:
+            callback(j, z, y)
+    return z, y, steps

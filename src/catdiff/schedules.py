@@ -133,12 +133,32 @@ def _dlam_sqrt(t):
     return (-1.0 / (1.0 - r) - 1.0 / r) / (2.0 * r)
 
 
+_LDDM_EPS = 1e-4  # LDDM's clamp (METHODS.md §5; darioShar/LADD)
+
+
+def _lam_lddm(t):
+    """LDDM latent default: ᾱ = (1 - 2ε) sqrt(1 - t) + ε, λ = log ᾱ - log(1 - ᾱ), with
+    1 - ᾱ = (1 - 2ε) t / (1 + sqrt(1 - t)) + ε (no cancellation near t = 0)."""
+    r = torch.sqrt(1.0 - t)
+    abar = (1.0 - 2 * _LDDM_EPS) * r + _LDDM_EPS
+    return torch.log(abar) - torch.log((1.0 - 2 * _LDDM_EPS) * t / (1.0 + r) + _LDDM_EPS)
+
+
+def _dlam_lddm(t):
+    r = torch.sqrt(1.0 - t)
+    abar = (1.0 - 2 * _LDDM_EPS) * r + _LDDM_EPS
+    one_minus = (1.0 - 2 * _LDDM_EPS) * t / (1.0 + r) + _LDDM_EPS
+    dabar = -(1.0 - 2 * _LDDM_EPS) / (2.0 * r)  # dλ/dt = ᾱ' / (ᾱ (1 - ᾱ))
+    return dabar / (abar * one_minus)
+
+
 _GAUSS = {
     # name: (λ, dλ/dt, default t range). The range keeps λ finite: cosine has λ(0) = +∞ and
     # λ(1) = -∞; linear has λ(0) = +∞; sqrt has ᾱ ≤ 0 beyond t = 1 - δ.
     "cosine": (_lam_cosine, _dlam_cosine, (1e-4, 1.0 - 1e-4)),  # λ ∈ [-17.5, 17.5]
     "linear": (_lam_linear, _dlam_linear, (1e-4, 1.0)),  # λ ∈ [-10.05, 9.2]
     "sqrt": (_lam_sqrt, _dlam_sqrt, (0.0, 0.999)),  # λ ∈ [-7.7, 4.6]
+    "lddm": (_lam_lddm, _dlam_lddm, (0.0, 1.0)),  # λ ∈ [-9.2, 9.2]; λ'(1) = -∞ (never evaluated there)
 }
 GAUSSIAN_SCHEDULES = tuple(_GAUSS) + ("ve",)
 
@@ -147,7 +167,7 @@ GAUSSIAN_SCHEDULES = tuple(_GAUSS) + ("ve",)
 class GaussianSchedule:
     """(a_t, s_t) of a Gaussian process, built from a log-SNR schedule.
 
-    name:   cosine | linear | sqrt (VP shapes above) | ve (σ(t) = σ_min^{1-t} σ_max^t, CDCD/EDM)
+    name:   cosine | linear | sqrt | lddm (VP shapes above) | ve (σ(t) = σ_min^{1-t} σ_max^t, CDCD/EDM)
     form:   "vp" (a² + s² = 1: a² = sigmoid λ, s² = sigmoid -λ) or "ve" (a = 1, s = e^{-λ/2});
             name "ve" implies form "ve".
     shift:  log-SNR shift λ → λ + 2 log shift (shifted cosine: CATDM, METHODS.md §3; shift < 1

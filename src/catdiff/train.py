@@ -126,6 +126,8 @@ class Trainer:
                         else registry.build_dataset(cfg.data))
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.method = registry.build_method(cfg, self.dataset.vocab_size, self.dataset.seq_len).to(self.device)
+        if tc.init_from and existing is None:
+            self._init_from(Path(tc.init_from))
         if cfg.model.compile:
             from .models.transformer import maybe_compile
             self.method.net = maybe_compile(self.method.net, True)
@@ -156,6 +158,18 @@ class Trainer:
         if diff:
             raise CheckpointError(f"config key '{diff[0]}' differs from the checkpoint in {self.run_dir}; "
                                   "only train.max_steps and logging keys may change on --resume")
+
+    def _init_from(self, run_dir: Path) -> None:
+        """Start from another run's weights (its EMA weights when saved): same method and shapes."""
+        ckpt = ckpt_io.checkpoint_dir(run_dir)
+        if ckpt is None:
+            raise CheckpointError(f"train.init_from: {run_dir} has no checkpoint")
+        meta = ckpt_io.read_meta(ckpt)
+        if meta["method"] != self.method.name:
+            raise CheckpointError(f"train.init_from: {run_dir} holds a {meta['method']!r} run, "
+                                  f"this run is {self.method.name!r}")
+        ema = ckpt / "ema.safetensors"
+        ckpt_io.load_weights(self.method, ema if ema.is_file() else ckpt / "model.safetensors", self.device)
 
     def _load(self, ckpt: Path) -> None:
         ckpt_io.load_weights(self.method, ckpt / "model.safetensors", self.device)

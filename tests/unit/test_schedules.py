@@ -103,6 +103,11 @@ def test_gaussian_endpoints():
     # sqrt: ᾱ(0) = 1 - sqrt(1e-4) = 0.99 (Diffusion-LM)
     a, _ = GaussianSchedule("sqrt").coefficients(t[:1])
     assert float(a[0] ** 2) == pytest.approx(0.99, abs=1e-12)
+    # lddm: ᾱ = (1 - 2ε) sqrt(1 - t) + ε, so ᾱ(0) = 1 - ε and ᾱ(1) = ε (LADD's latent default)
+    g = GaussianSchedule("lddm")
+    tt = torch.tensor([0.0, 0.3, 0.9, 1.0], dtype=torch.float64)
+    eps = 1e-4
+    assert torch.allclose(g.coefficients(tt)[0] ** 2, (1 - 2 * eps) * torch.sqrt(1 - tt) + eps, rtol=1e-10)
     # ve: σ(0) = σ_min, σ(1) = σ_max
     _, s = GaussianSchedule("ve", sigma_min=0.5, sigma_max=80.0).coefficients(t)
     assert torch.allclose(s, torch.tensor([0.5, 80.0], dtype=torch.float64))

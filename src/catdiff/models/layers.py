@@ -113,6 +113,19 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return torch.addcmul(shift, x, 1.0 + scale)
 
 
+def local_mix(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Depthwise convolution over positions, zero-padded: y_i = Σ_j w_j ⊙ h_{i+j-k//2}.
+
+    h (B, L, D), weight (k, D) with k odd. A k-term sum of shifted views (faster than a grouped
+    Conv1d on CPU); the loop runs over the k taps, never over positions."""
+    k, L = weight.shape[0], h.shape[1]
+    hp = F.pad(h, (0, 0, k // 2, k // 2))  # (B, L + k - 1, D)
+    y = hp[:, :L] * weight[0]
+    for j in range(1, k):
+        y = torch.addcmul(y, hp[:, j:j + L], weight[j])
+    return y  # (B, L, D)
+
+
 # ---- attention, MLP, KV cache --------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, Attention, KVCache, TimestepEmbedder, maybe_compile, modulate, rotary_tables
+from .layers import MLP, Attention, KVCache, TimestepEmbedder, local_mix, maybe_compile, modulate, rotary_tables
 
 __all__ = ["PRESETS", "KVCache", "Transformer", "TransformerConfig", "build_transformer",
            "flops_per_token", "maybe_compile"]
@@ -102,20 +102,10 @@ class Block(nn.Module):
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
 
-    def _local_mix(self, h: torch.Tensor) -> torch.Tensor:
-        """Depthwise convolution over positions, zero-padded: y_i = Σ_j w_j ⊙ h_{i+j-k//2}.
-        A k-term sum of shifted views (faster than a grouped Conv1d on CPU)."""
-        k, L = self.mix_weight.shape[0], h.shape[1]
-        hp = F.pad(h, (0, 0, k // 2, k // 2))  # (B, L + k - 1, D)
-        y = hp[:, :L] * self.mix_weight[0]
-        for j in range(1, k):  # loop over the k taps, not over positions
-            y = torch.addcmul(y, hp[:, j:j + L], self.mix_weight[j])
-        return y  # (B, L, D)
-
     def forward(self, x, c, cos, sin, cache: KVCache | None = None):
         D = x.shape[-1]
         if hasattr(self, "mix_weight"):
-            x = x + self._local_mix(F.layer_norm(x, (D,)))
+            x = x + local_mix(F.layer_norm(x, (D,)), self.mix_weight)
         if self.conditioned:
             mods = self.ada(c).view(-1, 6, 1, D)  # c: (B, D) = SiLU(cond) → (B, 6, 1, D)
             shift1, scale1, gate1, shift2, scale2, gate2 = mods.unbind(1)  # each (B, 1, D)

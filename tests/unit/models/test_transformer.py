@@ -371,6 +371,7 @@ def test_time_accepts_scalar_and_is_scaled():
 def test_local_mix_is_a_zero_padded_depthwise_convolution():
     import torch.nn.functional as F
 
+    from catdiff.models.layers import local_mix
     from catdiff.models.transformer import Block, TransformerConfig
 
     cfg = TransformerConfig(vocab_size=5, out_size=5, seq_len=9, d_model=16, n_heads=2, n_layers=1,
@@ -379,11 +380,11 @@ def test_local_mix_is_a_zero_padded_depthwise_convolution():
     torch.nn.init.normal_(blk.mix_weight)
     h = torch.randn(3, 9, 16)
     ref = F.conv1d(h.transpose(1, 2), blk.mix_weight.t().unsqueeze(1), padding=2, groups=16).transpose(1, 2)
-    assert torch.allclose(blk._local_mix(h), ref, atol=1e-5)
+    assert torch.allclose(local_mix(h, blk.mix_weight), ref, atol=1e-5)
     # the output at position i depends only on positions i-2..i+2
     h2 = h.clone()
     h2[:, 8] += 1.0
-    diff = (blk._local_mix(h2) - blk._local_mix(h)).abs().sum(-1)  # (3, 9)
+    diff = (local_mix(h2, blk.mix_weight) - local_mix(h, blk.mix_weight)).abs().sum(-1)  # (3, 9)
     assert torch.all(diff[:, :6] == 0) and torch.all(diff[:, 6:] > 0)
 
 

@@ -1,0 +1,302 @@
+"""LDDM: masked discrete diffusion coupled with a continuous latent channel (Shariatian, Durmus,
+Peluchetti, arXiv 2510.18114; code darioShar/LADD; METHODS.md §5), FUJI and SEQ variants.
+
+Wires the latent encoder, the coupled process, the joint (MM-DiT) denoiser and, for SEQ, a latent
+denoiser; it knows nothing of optimisers, checkpoints or data sources.
+
+- FUJI: one network f(z_t, y_t, t_x, t_y) → (token logits, ŷ_0) with joint attention.
+- SEQ: a latent denoiser g(y_t, t_y) → ŷ_0 and the token denoiser f fed the clean latent
+  (t_y = the latent range's bottom, y ≈ y_0); sampling runs the latent chain, then the tokens.
+Loss: w_x L_x + w_y L_y with L_x the MDLM NELBO conditioned on the latent (MDLM eq. 10) and L_y
+the latent's continuous-time ELBO terms (VDM eq. 17 + prior KL) or an x0-MSE. `nelbo` always
+returns the full bound L_x + L_y(ELBO) + prior in nats, on the same scale as MDLM's [our choice,
+METHODS.md §5]: the bits the latent carries are paid for in L_y.
+Shapes: B batch, L tokens, K vocabulary (mask id m = K), P latent slots, dp slot width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import registry
+from ..errors import ConfigError
+from ..parameterizations import subs_log_probs
+from ..processes.coupled import CoupledProcess
+from ..samplers import DrawOptions, sample_coupled, sample_gaussian, sample_masked
+from ..schedules import GaussianSchedule, MaskSchedule, sample_times
+from ..structs import LossOutput, SampleOutput
+from .base import Method
+from .mdlm import nelbo_terms
+
+
+@dataclass
+class LDDMOptions:
+    n_patches: int = 1  # P latent slots ...
+    patch_dim: int = 32  # ... of dp dimensions each (LADD: 1×32 on its synthetic task)
+    normalize: bool = True  # L2-normalise each slot of y_0 to norm sqrt(dp) (unit scale per coordinate)
+    enc_layers: int = 2  # depth of the latent encoder (same width as the model)
+    mask_schedule: str = "linear"  # token channel: MDLM α_t (schedules.MaskSchedule)
+    eps: float = 1e-4
+    t_min: float = 1e-4  # smallest token time (schedules.sample_times)
+    antithetic: bool = True  # low-discrepancy times for both channels
+    latent_schedule: str = "lddm"  # latent channel: ᾱ = (1-2ε) sqrt(1-t) + ε (schedules.GaussianSchedule)
+    # the latent chain stops where log-SNR = this [our choice, as for embedding diffusion]: below it
+    # the ELBO weight -SNR'(t) explodes (5e7 at t = 0 for "lddm") and ŷ_0 would have to match y_0 to
+    # ~1e-4; the token denoiser then sees y at that noise level (s ≈ 0.08 for 5.0). None = full range.
+    latent_log_snr_max: float | None = 5.0
+    independent_times: bool = False  # FUJI: t_y drawn independently of t_x in training
+    w_x: float = 1.0
+    w_y: float = 1.0
+    latent_loss: str = "elbo"  # "elbo": ½(-SNR')‖y_0 - ŷ_0‖² + prior KL; "mse": ‖y_0 - ŷ_0‖²
+    latent_drop: float = 0.15  # P(token denoiser trained without the latent): enables guidance
+    enc_zero_max: float = 0.0  # per sequence r ~ U[0, max]: encoder inputs at masked positions hidden w.p. r
+    w_l2: float = 0.0  # L2 penalty on y_0
+    stage: int = 0  # SEQ: 0 all jointly; 1 encoder + token denoiser; 2 latent denoiser only (rest frozen)
+    sampler: str = "ddim"  # latent reverse kernel: ddim | ddpm
+    eta: float = 0.0  # DDIM η
+
+    def __post_init__(self):
+        MaskSchedule(self.mask_schedule, self.eps)
+        GaussianSchedule(self.latent_schedule, log_snr_max=self.latent_log_snr_max)
+        if min(self.n_patches, self.patch_dim, self.enc_layers) < 1:
+            raise ConfigError("method.n_patches, patch_dim and enc_layers must be >= 1")
+        if self.latent_loss not in ("elbo", "mse"):
+            raise ConfigError(f"method.latent_loss must be 'elbo' or 'mse', got {self.latent_loss!r}")
+        if self.sampler not in ("ddim", "ddpm"):
+            raise ConfigError(f"method.sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+        if not 0 <= self.latent_drop < 1 or not 0 <= self.enc_zero_max <= 1:
+            raise ConfigError("method.latent_drop must be in [0, 1) and enc_zero_max in [0, 1]")
+        if self.stage not in (0, 1, 2):
+            raise ConfigError(f"method.stage must be 0, 1 or 2, got {self.stage}")
+
+
+class LDDM(Method):
+    """Shared parts of both variants: encoder, process, loss assembly, guidance."""
+
+    variant = "fuji"
+    Options = LDDMOptions
+
+    def __init__(self, options: LDDMOptions, model_cfg, vocab_size: int, seq_len: int):
+        super().__init__(options, model_cfg, vocab_size, seq_len)
+        o = options
+        if o.stage and self.variant != "seq":
+            raise ConfigError("method.stage is for lddm-seq (two-stage training)")
+        self.mask_id = vocab_size
+        latent = GaussianSchedule(o.latent_schedule, log_snr_max=o.latent_log_snr_max)
+        self.process = CoupledProcess(MaskSchedule(o.mask_schedule, o.eps), latent, vocab_size)
+        enc_cfg = dataclasses.replace(model_cfg, n_layers=o.enc_layers, local_mix=0)
+        self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size + 1, vocab_out=o.n_patches * o.patch_dim,
+                                              seq_len=seq_len, causal=False, time_cond=False)
+        self.external_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.net = registry.build_joint_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
+                                                seq_len=seq_len, n_slots=o.n_patches, slot_dim=o.patch_dim)
+
+    # ---- latent encoder -------------------------------------------------------------------
+    def set_encoder(self, fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        """Use a frozen external encoder x (B, L) → y_0 (B, P, dp) instead of the learned one."""
+        self.external_encoder = fn
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """y_0 = E(x): (B, L) tokens (mask ids allowed) → (B, P, dp), mean-pooled transformer outputs."""
+        o = self.options
+        if self.external_encoder is not None:
+            with torch.no_grad():
+                y = self.external_encoder(x)
+        else:
+            y = self.encoder(x).mean(1).view(x.shape[0], o.n_patches, o.patch_dim)  # (B, P, dp)
+        if o.normalize:
+            y = F.normalize(y, dim=-1) * math.sqrt(o.patch_dim)
+        return y
+
+    def _encoder_input(self, x: torch.Tensor, z_t: torch.Tensor, generator) -> torch.Tensor:
+        """x with masked-in-z_t positions hidden from the encoder w.p. r ~ U[0, enc_zero_max] per
+        sequence (our reading of LADD's random zeroing of encoder inputs)."""
+        if not self.training or self.options.enc_zero_max <= 0:
+            return x
+        B = x.shape[0]
+        r = self.options.enc_zero_max * torch.rand(B, 1, generator=generator, device=x.device)
+        hide = (z_t == self.mask_id) & (torch.rand(x.shape, generator=generator, device=x.device) < r)
+        return torch.where(hide, torch.full_like(x, self.mask_id), x)
+
+    # ---- token denoiser ---------------------------------------------------------------------
+    def token_log_probs(self, z_t, y, t_x, t_y, drop=None, guidance: float = 0.0):
+        """(log p_θ(x_0 | z_t, y) (B, L, K) under SUBS, ŷ_0 (B, P, dp)); with guidance w > 0 the
+        logits are l_c + w (l_c - l_∅), l_∅ from a second call with the latent dropped."""
+        logits, y_hat = self.net(z_t, y, t_x, t_y, drop)
+        if guidance > 0:
+            off = torch.ones(z_t.shape[0], dtype=torch.bool, device=z_t.device)
+            logits_u, _ = self.net(z_t, y, t_x, t_y, off)
+            logits = logits + guidance * (logits - logits_u)
+        return subs_log_probs(logits, z_t, self.mask_id), y_hat
+
+    def _drop(self, B: int, generator, device) -> torch.Tensor | None:
+        if not self.training or self.options.latent_drop <= 0:
+            return None
+        return torch.rand(B, generator=generator, device=device) < self.options.latent_drop
+
+    # ---- losses ---------------------------------------------------------------------------
+    def _terms(self, x, generator, train: bool) -> dict:
+        """Per-sequence terms (B,) in nats: L_x, latent diffusion term, prior KL, latent MSE, ‖y_0‖²."""
+        raise NotImplementedError
+
+    def forward(self, x, generator=None) -> LossOutput:
+        o = self.options
+        T = self._terms(x, generator, train=True)
+        keep = T["keep"]
+        l_y = (T["diff"] + T["prior"]) if o.latent_loss == "elbo" else T["mse"]
+        w_x, w_y = o.w_x, o.w_y
+        if o.stage == 1:
+            w_y = 0.0
+        elif o.stage == 2:
+            w_x = 0.0
+        loss = w_x * T["x"] + w_y * keep * l_y + o.w_l2 * T["l2"]
+        nll = (T["x"] + T["diff"] + T["prior"]).detach()
+        metrics = {k: float(T[v].detach().mean()) / self.seq_len for k, v in
+                   (("L_x", "x"), ("L_y", "diff"), ("prior", "prior"))}
+        return LossOutput(loss=loss.mean() / self.seq_len, nll=nll, metrics=metrics)
+
+    @torch.no_grad()
+    def nelbo(self, x, generator=None):
+        T = self._terms(x, generator, train=False)
+        return (T["x"] + T["diff"] + T["prior"]).double()
+
+    def _draw_options(self, cfg) -> DrawOptions:
+        return DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
+
+    def _latent_kind(self, cfg) -> str:
+        kind = self.options.sampler if cfg.sampler == "auto" else cfg.sampler
+        if kind not in ("ddim", "ddpm"):
+            raise ConfigError(f"LDDM's latent sampler must be 'ddim' or 'ddpm', got {kind!r}")
+        return kind
+
+    def _prior_latent(self, n: int, generator) -> torch.Tensor:
+        o = self.options
+        return torch.randn((n, o.n_patches, o.patch_dim), generator=generator, device=self.device)
+
+
+@registry.register_method
+class LDDMFuji(LDDM):
+    """FUJI (fully joint): one joint denoiser over tokens and latent slots, both channels noised
+    together (t_y = t_x clamped to the latent range, or independent times in training)."""
+
+    name = "lddm-fuji"
+    variant = "fuji"
+
+    def _terms(self, x, generator, train: bool) -> dict:
+        o, P = self.options, self.process
+        B = x.shape[0]
+        independent = train and o.independent_times
+        t_x, t_y = P.times(B, generator, x.device, o.t_min, o.antithetic, independent)
+        z_t = P.mask(x, t_x, generator)  # (B, L)
+        y0 = self.encode(self._encoder_input(x, z_t, generator) if train else x)  # (B, P, dp)
+        y_t, _ = P.noise(y0, t_y, generator)
+        drop = self._drop(B, generator, x.device) if train else None
+        logp, y_hat = self.token_log_probs(z_t, y_t, t_x, t_y, drop)
+        lo, hi = P.latent.t_range
+        scale = (hi - lo) if independent else P.in_range(t_x)
+        diff, prior = P.latent_terms(y0, y_hat, t_y, scale)
+        keep = torch.ones(B, device=x.device) if drop is None else (~drop).float()
+        return {"x": nelbo_terms(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
+                "mse": (y0 - y_hat).pow(2).flatten(1).sum(-1), "l2": y0.pow(2).flatten(1).sum(-1), "keep": keep}
+
+    @torch.no_grad()
+    def sample(self, n, cfg, generator=None) -> SampleOutput:
+        z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
+        y = self._prior_latent(n, generator)
+
+        def denoise(z_t, y_t, t_x, t_y):
+            return self.token_log_probs(z_t, y_t, t_x, t_y, guidance=cfg.guidance)
+
+        x, y0, steps = sample_coupled(denoise, z, y, self.process, cfg.steps, generator, self._draw_options(cfg),
+                                      self._latent_kind(cfg), self.options.eta)
+        calls = steps * (2 if cfg.guidance > 0 else 1)
+        return SampleOutput(samples=x, nfe=calls, info={"latent": y0, "network_calls": calls})
+
+
+@registry.register_method
+class LDDMSeq(LDDM):
+    """SEQ (sequential): a latent denoiser g(y_t, t_y) over the P slots, and the token denoiser fed
+    the clean latent at the bottom of the latent range (y_lo = a(lo) y_0 + s(lo) ε, s(lo) ≈ 0).
+    Sampling: latent chain (`latent_steps`) to ŷ_0, then the MDLM chain given it (`steps`)."""
+
+    name = "lddm-seq"
+    variant = "seq"
+
+    def __init__(self, options: LDDMOptions, model_cfg, vocab_size: int, seq_len: int):
+        super().__init__(options, model_cfg, vocab_size, seq_len)
+        o = options
+        D = registry.model_preset(model_cfg)["d_model"]
+        self.latent_in = nn.Linear(o.patch_dim, D)
+        self.latent_net = registry.build_network(dataclasses.replace(model_cfg, local_mix=0), vocab_in=1,
+                                                 vocab_out=o.patch_dim, seq_len=o.n_patches, causal=False,
+                                                 time_cond=True)
+        if o.stage == 2:  # stage 2 trains g on the latents of a frozen encoder (init with train.init_from)
+            self.encoder.requires_grad_(False)
+            self.net.requires_grad_(False)
+
+    @property
+    def t_clean(self) -> float:
+        return self.process.latent.t_range[0]
+
+    def latent_denoise(self, y_t: torch.Tensor, t_y: torch.Tensor) -> torch.Tensor:
+        """ŷ_0 = g(y_t, t_y): (B, P, dp)."""
+        return self.latent_net(None, t_y, inputs_embeds=self.latent_in(y_t))
+
+    def _terms(self, x, generator, train: bool) -> dict:
+        o, P = self.options, self.process
+        B, dev = x.shape[0], x.device
+        t_x = sample_times(B, generator, dev, o.t_min, o.antithetic)
+        z_t = P.mask(x, t_x, generator)  # (B, L)
+        if o.stage == 2:
+            with torch.no_grad():
+                y0 = self.encode(x)
+        else:
+            y0 = self.encode(self._encoder_input(x, z_t, generator) if train else x)  # (B, P, dp)
+        lo, hi = P.latent.t_range
+        t_lo = torch.full((B,), lo, device=dev)
+        y_lo, _ = P.noise(y0, t_lo, generator)
+        drop = self._drop(B, generator, dev) if train else None
+        logp, _ = self.token_log_probs(z_t, y_lo, t_x, t_lo, drop)
+        t_y = lo + (hi - lo) * sample_times(B, generator, dev, 0.0, o.antithetic)
+        y_t, _ = P.noise(y0, t_y, generator)
+        y_hat = self.latent_denoise(y_t, t_y)
+        diff, prior = P.latent_terms(y0, y_hat, t_y, hi - lo)
+        return {"x": nelbo_terms(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
+                "mse": (y0 - y_hat).pow(2).flatten(1).sum(-1), "l2": y0.pow(2).flatten(1).sum(-1),
+                "keep": torch.ones(B, device=dev)}
+
+    @torch.no_grad()
+    def sample_latent(self, n: int, cfg, generator=None) -> tuple[torch.Tensor, int]:
+        """The latent chain alone: (ŷ_0 (n, P, dp), network calls)."""
+        steps = cfg.latent_steps or cfg.steps
+
+        def denoise(y_t, t, _prev):
+            y_hat = self.latent_denoise(y_t, t)
+            return y_hat, y_hat
+
+        y, calls = sample_gaussian(denoise, self._prior_latent(n, generator), self.process.latent, steps,
+                                   self._latent_kind(cfg), generator, eta=self.options.eta)
+        return y, calls
+
+    @torch.no_grad()
+    def sample(self, n, cfg, generator=None, latent: torch.Tensor | None = None) -> SampleOutput:
+        """n samples; `latent` (n, P, dp) skips the latent chain (conditional MDLM given y)."""
+        y, latent_calls = (latent, 0) if latent is not None else self.sample_latent(n, cfg, generator)
+        z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
+        t_lo = torch.full((n,), self.t_clean, device=self.device)
+
+        def denoise(z_t, t):
+            return self.token_log_probs(z_t, y, t, t_lo, guidance=cfg.guidance)[0]
+
+        x, token_calls = sample_masked(denoise, z, self.process.tokens, cfg.steps, self.mask_id, generator,
+                                       self._draw_options(cfg), cache=cfg.cache)
+        calls = latent_calls + token_calls * (2 if cfg.guidance > 0 else 1)
+        return SampleOutput(samples=x, nfe=calls, info={"latent": y, "network_calls": calls,
+                                                        "latent_calls": latent_calls, "token_calls": token_calls})

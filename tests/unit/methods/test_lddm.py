@@ -1,0 +1,221 @@
+"""LDDM (FUJI and SEQ): loss decomposition, gradients, samplers (determinism, network-call counts,
+reduction to MDLM), guidance, two-stage freezing, and the joint network."""
+
+import pytest
+import torch
+from torch import nn
+
+from catdiff import registry
+from catdiff.config import ModelConfig, SampleConfig
+from catdiff.errors import ConfigError
+from catdiff.methods.mdlm import MDLM, MDLMOptions
+from catdiff.models.joint import JointConfig, JointTransformer
+from catdiff.samplers import DrawOptions, sample_coupled, sample_masked
+
+K, L = 6, 10
+TINY = ModelConfig(preset="tiny", d_model=32, n_layers=1, n_heads=2)
+
+
+def build(name, **kw):
+    cls = registry.method_class(name)
+    torch.manual_seed(0)
+    return cls(cls.Options(patch_dim=4, **kw), TINY, K, L)
+
+
+class CallCounter(nn.Module):
+    """Wraps a network and counts its forward calls."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.inner, self.calls = net, 0
+
+    def forward(self, *a, **kw):
+        self.calls += 1
+        return self.inner(*a, **kw)
+
+
+def data(n=12, seed=0):
+    return torch.randint(0, K, (n, L), generator=torch.Generator().manual_seed(seed))
+
+
+# ---- the joint network --------------------------------------------------------------------
+def test_joint_network_shapes_zero_init_and_dropped_latent():
+    net = JointTransformer(JointConfig(vocab_size=K + 1, out_size=K, seq_len=L, n_slots=3, slot_dim=4,
+                                       d_model=32, n_heads=2, n_layers=2))
+    z, y, t = torch.randint(0, K + 1, (5, L)), torch.randn(5, 3, 4), torch.rand(5)
+    logits, y_hat = net(z, y, t, t)
+    assert logits.shape == (5, L, K) and y_hat.shape == (5, 3, 4)
+    assert torch.all(y_hat == 0)  # zero-initialised head: ŷ starts at the prior mean
+    for p in net.parameters():  # leave the zero init
+        p.data.add_(0.05 * torch.randn_like(p))
+    drop = torch.tensor([True, True, False, False, False])
+    a, _ = net(z, y, t, t, drop)
+    b, _ = net(z, torch.randn(5, 3, 4), t, t, drop)
+    assert torch.allclose(a[:2], b[:2]) and not torch.allclose(a[2:], b[2:])  # dropped rows ignore y
+    # both channels' times matter
+    assert not torch.allclose(net(z, y, t, t)[0], net(z, y, t, 1 - t)[0])
+
+
+# ---- losses -------------------------------------------------------------------------------
+class TokensOnly(nn.Module):
+    """A joint network with the coupling off: token logits from an MDLM network (ignores y),
+    ŷ_0 from the noisy latent alone (ignores tokens)."""
+
+    def __init__(self, mdlm_net):
+        super().__init__()
+        self.mdlm_net = mdlm_net
+
+    def forward(self, z, y, t_x, t_y, drop=None):
+        return self.mdlm_net(z, t_x), 0.5 * y
+
+
+def test_with_the_coupling_off_the_bound_is_the_sum_of_the_component_bounds():
+    m = build("lddm-fuji")
+    mdlm = MDLM(MDLMOptions(), TINY, K, L)
+    m.net = TokensOnly(mdlm.net)
+    m.eval()
+    x = data()
+    T = m._terms(x, torch.Generator().manual_seed(7), train=False)
+    # the token term is MDLM's NELBO with the same draws (times, then masks)
+    ref_x = mdlm._nelbo_terms(x, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(T["x"], ref_x)
+    # the latent term is the Gaussian ELBO of y_0 = E(x) under ŷ_0 = y_t / 2, recomputed by hand
+    g = torch.Generator().manual_seed(7)
+    t_x, t_y = m.process.times(len(x), g, "cpu", m.options.t_min)
+    m.process.mask(x, t_x, g)  # consumes the mask draws, as _terms does
+    y0 = m.encode(x)
+    y_t, _ = m.process.noise(y0, t_y, g)
+    w = m.process.latent.vlb_weight(t_y) * m.process.in_range(t_x)
+    torch.testing.assert_close(T["diff"], 0.5 * w * (y0 - 0.5 * y_t).pow(2).flatten(1).sum(-1))
+    torch.testing.assert_close(m.nelbo(x, torch.Generator().manual_seed(7)).float(), T["x"] + T["diff"] + T["prior"])
+
+
+@pytest.mark.parametrize("name", ["lddm-fuji", "lddm-seq"])
+def test_gradients_reach_encoder_and_denoisers(name):
+    m = build(name, latent_drop=0.0)
+    for p in m.parameters():  # leave the zero inits so that every path carries gradient
+        p.data.add_(0.02 * torch.randn_like(p))
+    m.train()
+    m(data(), torch.Generator().manual_seed(0)).loss.backward()
+    enc = [p.grad for p in m.encoder.parameters()]
+    assert all(gr is not None for gr in enc) and sum(float(gr.abs().sum()) for gr in enc) > 0
+    assert float(m.net.tok_emb.weight.grad.abs().sum()) > 0
+    if name == "lddm-seq":
+        assert float(m.latent_in.weight.grad.abs().sum()) > 0
+
+
+def test_seq_stage_two_trains_only_the_latent_denoiser():
+    m = build("lddm-seq", stage=2)
+    for p in m.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    m.train()
+    out = m(data(), torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert all(p.grad is None for p in m.encoder.parameters()) and all(p.grad is None for p in m.net.parameters())
+    assert float(m.latent_in.weight.grad.abs().sum()) > 0
+    m1 = build("lddm-seq", stage=1)  # stage 1: the latent denoiser gets no gradient
+    m1.train()
+    m1(data(), torch.Generator().manual_seed(0)).loss.backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in m1.latent_net.parameters())
+
+
+def test_stage_is_refused_for_fuji_and_options_are_validated():
+    with pytest.raises(ConfigError, match="lddm-seq"):
+        build("lddm-fuji", stage=1)
+    with pytest.raises(ConfigError, match="latent_loss"):
+        build("lddm-fuji", latent_loss="l1")
+
+
+def test_encoder_zeroing_hides_only_masked_positions():
+    m = build("lddm-fuji", enc_zero_max=1.0)
+    m.train()
+    x = data(200)
+    z = torch.where(torch.rand(x.shape) < 0.5, torch.full_like(x, K), x)
+    xe = m._encoder_input(x, z, torch.Generator().manual_seed(0))
+    hidden = xe == K
+    assert torch.all(z[hidden] == K) and 0.1 < float(hidden.double().mean()) < 0.4  # E[r]·P(masked) = 0.25
+    m.eval()
+    assert torch.equal(m._encoder_input(x, z, None), x)
+
+
+def test_latent_dropout_only_in_training_and_mse_option():
+    m = build("lddm-fuji", latent_drop=0.5, latent_loss="mse")
+    m.train()
+    out = m(data(64), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss) and set(out.metrics) == {"L_x", "L_y", "prior"}
+    assert m._drop(64, torch.Generator().manual_seed(0), "cpu").float().mean() > 0.3
+    m.eval()
+    assert m._drop(64, None, "cpu") is None
+
+
+# ---- samplers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["lddm-fuji", "lddm-seq"])
+@pytest.mark.parametrize("guidance", [0.0, 1.5])
+def test_samplers_are_seed_deterministic_and_count_network_calls(name, guidance):
+    m = build(name)
+    for p in m.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    m.eval()
+    m.net = CallCounter(m.net)
+    if name == "lddm-seq":
+        m.latent_net = CallCounter(m.latent_net)
+    cfg = SampleConfig(steps=5, latent_steps=3, guidance=guidance, cache=False)
+    a = m.sample(4, cfg, torch.Generator().manual_seed(11))
+    b = m.sample(4, cfg, torch.Generator().manual_seed(11))
+    assert torch.equal(a.samples, b.samples) and a.samples.shape == (4, L) and (a.samples < K).all()
+    per_step = 2 if guidance > 0 else 1
+    if name == "lddm-fuji":
+        assert m.net.calls == 2 * 5 * per_step and a.nfe == 5 * per_step
+    else:
+        assert m.latent_net.calls == 2 * 3 and m.net.calls == 2 * 5 * per_step
+        assert a.nfe == 3 + 5 * per_step and a.info["latent_calls"] == 3
+
+
+def test_fuji_sampler_with_the_latent_ignored_is_the_mdlm_sampler():
+    """Exact denoiser of an enumerable law that ignores y: with deterministic DDIM on the latent,
+    the joint loop makes the same token draws as the MDLM sampler (no caching)."""
+    from tests.helpers import EnumeratedJoint
+
+    law = EnumeratedJoint(K=3, L=3)
+    table = law.denoiser(mask_id=3)
+    m = build("lddm-fuji")
+    z = torch.full((50, 3), 3)
+    y = torch.randn(50, 1, 4)
+
+    def joint(z_t, y_t, t_x, t_y):
+        return table(z_t, t_x), torch.zeros_like(y_t)
+
+    x1, y1, calls = sample_coupled(joint, z, y, m.process.__class__(m.process.tokens, m.process.latent, 3), 4,
+                                   torch.Generator().manual_seed(2), DrawOptions(), "ddim")
+    x2, nfe = sample_masked(table, z, m.process.tokens, 4, 3, torch.Generator().manual_seed(2), cache=False)
+    assert torch.equal(x1, x2) and calls == nfe == 4 and torch.all(y1 == 0)
+
+
+def test_seq_with_a_fixed_latent_is_conditional_mdlm():
+    m = build("lddm-seq")
+    for p in m.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    m.eval()
+    y = torch.randn(6, 1, 4)
+    cfg = SampleConfig(steps=4, cache=False)
+    out = m.sample(6, cfg, torch.Generator().manual_seed(3), latent=y)
+    t_lo = torch.full((6,), m.t_clean)
+
+    def cond(z_t, t):  # conditional MDLM: the token denoiser with y fixed
+        return m.token_log_probs(z_t, y, t, t_lo)[0]
+
+    z = torch.full((6, L), K)
+    ref, nfe = sample_masked(cond, z, m.process.tokens, 4, K, torch.Generator().manual_seed(3), cache=False)
+    assert torch.equal(out.samples, ref) and out.info["latent_calls"] == 0 and out.nfe == nfe == 4
+    z_half = torch.where(torch.rand(6, L) < 0.5, K, data(6))  # the latent does condition the tokens
+    assert not torch.allclose(cond(z_half, torch.full((6,), 0.5)),
+                              m.token_log_probs(z_half, -3 * y, torch.full((6,), 0.5), t_lo)[0])
+
+
+def test_external_encoder_hook():
+    m = build("lddm-fuji", normalize=False)
+    m.set_encoder(lambda x: x[:, :4].float().unsqueeze(1))  # (B, 1, 4): a fixed feature map
+    x = data()
+    torch.testing.assert_close(m.encode(x), x[:, :4].float().unsqueeze(1))
+    m.set_encoder(None)
+    assert m.encode(x).shape == (len(x), 1, 4)
