@@ -219,3 +219,21 @@ def test_external_encoder_hook():
     torch.testing.assert_close(m.encode(x), x[:, :4].float().unsqueeze(1))
     m.set_encoder(None)
     assert m.encode(x).shape == (len(x), 1, 4)
+
+
+@pytest.mark.parametrize("name", ["lddm-fuji", "lddm-seq"])
+def test_latent_grad_off_keeps_the_latent_loss_out_of_the_encoder(name):
+    """With w_x = 0 only the latent terms remain: their gradient reaches the encoder iff latent_grad."""
+    grads = {}
+    for flag in (True, False):
+        m = build(name, w_x=0.0, latent_drop=0.0, latent_grad=flag)
+        for p in m.parameters():
+            p.data.add_(0.02 * torch.randn_like(p))
+        m.train()
+        m(data(), torch.Generator().manual_seed(0)).loss.backward()
+        grads[flag] = sum(0.0 if p.grad is None else float(p.grad.abs().sum()) for p in m.encoder.parameters())
+    assert grads[True] > 0
+    if name == "lddm-seq":  # SEQ: g's input is sg[y_0] too, so nothing reaches the encoder
+        assert grads[False] == 0
+    else:  # FUJI: the joint network's input y_t still carries the latent loss's gradient
+        assert grads[False] < grads[True]
