@@ -13,12 +13,14 @@ import inspect
 from .errors import ConfigError
 
 METHODS: dict[str, type] = {}
-_METHOD_MODULES = ("catdiff.methods.mdlm", "catdiff.methods.ar", "catdiff.methods.embedding", "catdiff.methods.lddm")
+_METHOD_MODULES = ("catdiff.methods.mdlm", "catdiff.methods.ar", "catdiff.methods.embedding", "catdiff.methods.lddm",
+                   "catdiff.methods.discodiff")
 
 DATASETS: dict[str, str] = {
     "mixture": "catdiff.data.synthetic:Mixture",
     "hmm": "catdiff.data.synthetic:HMM",
     "binsaw": "catdiff.data.synthetic:BinSaw",
+    "gaussians8": "catdiff.data.continuous:Gaussians8",
     "digits": "catdiff.data.images:Digits",
     "text": "catdiff.data.text:TextDataset",
     "hub_text": "catdiff.data.hub:HubTextDataset",

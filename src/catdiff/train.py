@@ -8,6 +8,7 @@ rank), the learning rate is a pure function of step, and every RNG state is chec
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -237,11 +238,14 @@ class Trainer:
         bs = self.cfg.train.batch_size
         g = torch.Generator(device=self.device).manual_seed(12345)
         tot, n = 0.0, 0
+        score = self.method.nelbo if self.method.has_likelihood else self.method.validation_loss
         for i in range(min(self.cfg.train.eval_batches, math.ceil(len(val) / bs))):
             x = val[i * bs:(i + 1) * bs].to(self.device)
-            tot += float(self.method.nelbo(x, g).sum())
+            tot += float(score(x, g).sum())
             n += len(x)
         self.method.train()
+        if not self.method.has_likelihood:
+            return {"val_loss": tot / max(n, 1)}
         return {"val_bits_per_token": tot / max(n, 1) / self.dataset.seq_len / math.log(2)}
 
     def fit(self, until_step: int | None = None) -> dict:
@@ -336,9 +340,12 @@ class Trainer:
 
 
 def train(cfg: Config | dict, resume: bool = False) -> dict:
-    """Train `cfg` (a Config or a raw mapping) and return a summary; see `Trainer`."""
+    """Train `cfg` (a Config or a raw mapping) and return a summary; see `Trainer`. Two-stage
+    methods (`two_stage` class flag, `method.stage = 0`) run both stages: see `train_stages`."""
     if isinstance(cfg, dict):
         cfg = build_config(cfg)
+    if cfg.method.get("stage") == 0 and getattr(registry.method_class(cfg.method["name"]), "two_stage", False):
+        return train_stages(cfg, resume)
     trainer = Trainer(cfg, resume=resume)
     try:
         return trainer.fit()
@@ -347,4 +354,21 @@ def train(cfg: Config | dict, resume: bool = False) -> dict:
             dist.destroy_process_group()
 
 
-__all__ = ["Trainer", "train", "lr_at"]
+def train_stages(cfg: Config, resume: bool = False) -> dict:
+    """Stage 1 (method.stage = 1) into OUT/stage1 for train.max_steps, then stage 2 into OUT,
+    initialised from stage 1, for method.prior_steps. Each stage resumes on its own: with
+    `resume`, a stage whose checkpoint exists continues (a finished one returns at once)."""
+    out = Path(cfg.train.out_dir)
+    s1 = copy.deepcopy(cfg)
+    s1.method["stage"], s1.train.out_dir = 1, str(out / "stage1")
+    first = train(s1, resume=resume and ckpt_io.checkpoint_dir(out / "stage1") is not None)
+    if first["status"] in ("interrupted", "paused"):
+        return first
+    s2 = copy.deepcopy(cfg)
+    s2.method["stage"], s2.train.init_from = 2, str(out / "stage1")
+    s2.train.max_steps = cfg.method["prior_steps"]
+    second = train(s2, resume=resume and ckpt_io.checkpoint_dir(out) is not None)
+    return {**second, "stage1": first}
+
+
+__all__ = ["Trainer", "train", "train_stages", "lr_at"]

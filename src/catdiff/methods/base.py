@@ -27,6 +27,9 @@ class Method(nn.Module):
     Options: type = NoOptions
     # True when `nelbo` is an exact NLL rather than a Monte-Carlo bound (one pass suffices)
     exact_likelihood: bool = False
+    # False for methods without a likelihood bound (EDM on continuous data): validation and
+    # evaluation then report `validation_loss` instead of bits
+    has_likelihood: bool = True
 
     def __init__(self, options, model_cfg: ModelConfig, vocab_size: int, seq_len: int):
         super().__init__()
@@ -41,6 +44,10 @@ class Method(nn.Module):
 
     def nelbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B,) float64 upper bound on -log p(x) in nats (one Monte-Carlo draw for diffusion)."""
+        raise NotImplementedError
+
+    def validation_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,) held-out loss of methods without a likelihood (has_likelihood = False)."""
         raise NotImplementedError
 
     def sample(self, n: int, cfg: SampleConfig, generator: torch.Generator | None = None) -> SampleOutput:

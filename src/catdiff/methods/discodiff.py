@@ -1,0 +1,196 @@
+"""EDM and DisCo-Diff on continuous vectors (Karras et al. 2022; Xu et al. 2024, METHODS.md §4).
+
+EDM: a preconditioned denoiser D(x; σ) = c_skip x + c_out F(c_in x, c_noise) trained with
+λ(σ)‖D(y + σn; σ) - y‖², ln σ ~ N(P_mean, P_std²), sampled by the Heun ODE on the Karras grid.
+DisCo-Diff adds m categorical latents z (k classes) from an encoder E(y) (straight-through Gumbel,
+τ = 1, trained end to end with the denoiser; latent dropout to a learned null for guidance) and an
+autoregressive prior p(z) (catdiff's AR model) trained in stage 2 on argmax latents of the frozen
+encoder. Both stages run from one `catdiff train` (train.train_stages). Wires networks, process
+and sampler; knows nothing of optimisers, checkpoints or data sources.
+Shapes: B batch, D data dimension, m latents, k classes, E latent embedding width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .. import registry
+from ..errors import ConfigError
+from ..models.latents import ConditionalMLP, LatentEmbedding, MLPEncoder, gumbel_softmax_st
+from ..processes import edm
+from ..samplers import sample_edm
+from ..structs import LossOutput, SampleOutput
+from .ar import AR
+from .base import Method, NoOptions
+
+
+@dataclass
+class EDMOptions:
+    sigma_data: float = 0.5  # σ_d (EDM Table 1); set it to the data's std (toy: ≈ 2.13)
+    p_mean: float = edm.P_MEAN
+    p_std: float = edm.P_STD
+    sigma_min: float = edm.SIGMA_MIN
+    sigma_max: float = edm.SIGMA_MAX
+    rho: float = edm.RHO
+    sampler: str = "heun"  # heun | euler
+    s_churn: float = 0.0  # EDM Alg. 2 stochasticity (0 = the deterministic ODE)
+    width: int = 256  # MLP denoiser (METHODS.md §4 toy: 4 layers)
+    layers: int = 4
+
+    def __post_init__(self):
+        if self.sampler not in ("heun", "euler"):
+            raise ConfigError(f"method.sampler must be 'heun' or 'euler', got {self.sampler!r}")
+        if not 0 < self.sigma_min < self.sigma_max or self.sigma_data <= 0:
+            raise ConfigError("need 0 < sigma_min < sigma_max and sigma_data > 0")
+
+
+class EDM(Method):
+    """Preconditioned Gaussian diffusion on (B, D) vectors; no latents."""
+
+    name = "edm"
+    Options = EDMOptions
+    has_likelihood = False
+
+    def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
+        super().__init__(options, model_cfg, vocab_size, seq_len)
+        if vocab_size != 0:
+            raise ConfigError(f"method {self.name!r} is for continuous data (e.g. data.name=gaussians8), "
+                              f"got a token dataset with K={vocab_size}")
+        self.net = ConditionalMLP(seq_len, options.width, options.layers, getattr(options, "embed_dim", 0))
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """D(x; σ) = c_skip x + c_out F(c_in x, c_noise, cond) (EDM eq. 7, Table 1)."""
+        c_skip, c_out, c_in, c_noise = edm.precondition(sigma.view(-1, 1), self.options.sigma_data)
+        return c_skip * x + c_out * self.net(c_in * x, c_noise, cond)
+
+    def _cond(self, y, generator, train: bool):
+        return None
+
+    def denoising_loss(self, y: torch.Tensor, generator=None, sigma: torch.Tensor | None = None,
+                       train: bool = True) -> torch.Tensor:
+        """(B,) λ(σ)‖D(y + σn; σ) - y‖² / D with ln σ ~ N(P_mean, P_std²) unless σ is given."""
+        o = self.options
+        B = y.shape[0]
+        if sigma is None:
+            sigma = edm.sample_sigma(B, generator, y.device, o.p_mean, o.p_std)
+        n = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        d = self.denoise(y + sigma.view(-1, 1) * n, sigma, self._cond(y, generator, train))
+        return edm.loss_weight(sigma, o.sigma_data) * (d - y).pow(2).mean(-1)
+
+    def forward(self, x, generator=None) -> LossOutput:
+        return LossOutput(loss=self.denoising_loss(x, generator).mean(), nll=None)
+
+    @torch.no_grad()
+    def validation_loss(self, x, generator=None) -> torch.Tensor:
+        return self.denoising_loss(x, generator, train=False)
+
+    def sigmas(self, steps: int) -> torch.Tensor:
+        o = self.options
+        return edm.karras_sigmas(steps, o.sigma_min, o.sigma_max, o.rho, device=self.device)
+
+    def ode_denoiser(self, cond: torch.Tensor | None, guidance: float = 0.0):
+        """D(x; σ) for the sampler; with guidance w: D_c + w (D_c - D_∅) (DisCo-Diff §3.3)."""
+        null = getattr(self, "null_cond", None)
+
+        def D(x, sigma):
+            d = self.denoise(x, sigma, cond)
+            if guidance > 0 and null is not None:
+                d = d + guidance * (d - self.denoise(x, sigma, null(x.shape[0])))
+            return d
+
+        return D
+
+    @torch.no_grad()
+    def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None) -> SampleOutput:
+        """n vectors with cfg.steps Karras steps (Heun: 2·steps - 1 calls)."""
+        cond, info = self._sample_cond(n, cfg, generator, latents)
+        x = self.options.sigma_max * torch.randn((n, self.seq_len), generator=generator, device=self.device)
+        o = self.options
+        x, nfe = sample_edm(self.ode_denoiser(cond, cfg.guidance), x, self.sigmas(cfg.steps).to(x.dtype),
+                            o.sampler, generator, s_churn=o.s_churn)
+        calls = nfe * (2 if cfg.guidance > 0 and cond is not None else 1)
+        return SampleOutput(samples=x, nfe=calls, info=info)
+
+    def _sample_cond(self, n, cfg, generator, latents):
+        return None, {}
+
+
+registry.register_method(EDM)
+
+
+@dataclass
+class DisCoDiffOptions(EDMOptions):
+    m: int = 1  # number of discrete latents (toy: 1; images 10-30)
+    k: int = 8  # classes per latent (toy: 8; images 50-100)
+    tau: float = 1.0  # Gumbel-softmax temperature in stage 1
+    latent_drop: float = 0.1  # P(latent replaced by the learned null) in stage 1 (enables guidance)
+    embed_dim: int = 64  # E
+    enc_width: int = 128  # MLP encoder (toy: 3 layers)
+    enc_layers: int = 3
+    stage: int = 0  # 0: both stages from one command; 1: encoder + denoiser; 2: the AR prior
+    prior_steps: int = 1000  # optimizer steps of stage 2 when stage = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.stage not in (0, 1, 2) or min(self.m, self.k, self.prior_steps) < 1:
+            raise ConfigError("method.stage must be 0, 1 or 2; m, k and prior_steps >= 1")
+
+
+class DisCoDiff(EDM):
+    name = "discodiff"
+    Options = DisCoDiffOptions
+    two_stage = True  # train.train_stages runs stage 1, then stage 2 initialised from it
+
+    def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
+        super().__init__(options, model_cfg, vocab_size, seq_len)
+        o = options
+        self.encoder = MLPEncoder(seq_len, o.m, o.k, o.enc_width, o.enc_layers)
+        self.latent_emb = LatentEmbedding(o.m, o.k, o.embed_dim)
+        prior_cfg = dataclasses.replace(model_cfg, local_mix=0)
+        self.prior = AR(NoOptions(), prior_cfg, o.k, o.m)
+        if o.stage == 2:  # the AR prior alone learns; everything of stage 1 is frozen
+            for mod in (self.net, self.encoder, self.latent_emb):
+                mod.requires_grad_(False)
+
+    @torch.no_grad()
+    def extract(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, m) latent indices of the frozen encoder: argmax of its logits (the τ → 0 limit)."""
+        return self.encoder(y).argmax(-1)
+
+    def null_cond(self, n: int) -> torch.Tensor:
+        return self.latent_emb.null.expand(n, -1)
+
+    def _cond(self, y, generator, train: bool):
+        o = self.options
+        logits = self.encoder(y)  # (B, m, k)
+        if train:
+            z = gumbel_softmax_st(logits, o.tau, generator)  # one-hot forward, soft gradient
+            drop = torch.rand(y.shape[0], generator=generator, device=y.device) < o.latent_drop
+            return self.latent_emb(z, drop if o.latent_drop > 0 else None)
+        return self.latent_emb(torch.nn.functional.one_hot(logits.argmax(-1), o.k).to(y.dtype))
+
+    def forward(self, x, generator=None) -> LossOutput:
+        if self.options.stage == 2:  # AR prior on the latents of the frozen encoder
+            out = self.prior(self.extract(x), generator)
+            return LossOutput(loss=out.loss, nll=None, metrics={"prior_nll": float(out.nll.mean())})
+        return super().forward(x, generator)
+
+    @torch.no_grad()
+    def validation_loss(self, x, generator=None) -> torch.Tensor:
+        if self.options.stage == 2:
+            return self.prior.nelbo(self.extract(x))
+        return super().validation_loss(x, generator)
+
+    def _sample_cond(self, n, cfg, generator, latents):
+        prior_calls = 0
+        if latents is None:
+            latents = self.prior.sample(n, cfg, generator).samples  # (n, m); cfg.temperature applies
+            prior_calls = self.options.m
+        onehot = torch.nn.functional.one_hot(latents.long(), self.options.k).float()
+        return self.latent_emb(onehot), {"latents": latents, "prior_calls": prior_calls}
+
+
+registry.register_method(DisCoDiff)

@@ -1,0 +1,71 @@
+"""EDM pieces: preconditioning gives unit-variance network inputs and targets, the weight is
+c_out^-2, the Karras grid, and the ODE samplers' order of accuracy on a linear ODE."""
+
+import math
+
+import pytest
+import torch
+
+from catdiff.processes import edm
+from catdiff.samplers import sample_edm
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.5, 3.0, 80.0])
+def test_preconditioning_gives_unit_variance_inputs_and_targets(sigma):
+    sd = edm.SIGMA_DATA
+    g = torch.Generator().manual_seed(0)
+    y = sd * torch.randn(200000, generator=g, dtype=torch.float64)
+    n = torch.randn(200000, generator=g, dtype=torch.float64)
+    s = torch.tensor(sigma, dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = edm.precondition(s, sd)
+    x = y + s * n
+    assert abs(float((c_in * x).var()) - 1) < 0.02  # network input
+    target = (y - c_skip * x) / c_out  # what F must output so that D = y
+    assert abs(float(target.var()) - 1) < 0.02
+    assert float(c_noise) == pytest.approx(math.log(sigma) / 4)
+    assert float(edm.loss_weight(s, sd)) == pytest.approx(float(c_out) ** -2)
+
+
+def test_sigma_distribution_and_karras_grid():
+    s = edm.sample_sigma(100000, torch.Generator().manual_seed(0))
+    assert abs(float(s.log().mean()) - edm.P_MEAN) < 0.02 and abs(float(s.log().std()) - edm.P_STD) < 0.02
+    grid = edm.karras_sigmas(18)
+    assert len(grid) == 19 and grid[-1] == 0
+    assert float(grid[0]) == pytest.approx(80.0) and float(grid[-2]) == pytest.approx(0.002)
+    assert torch.all(grid[1:] < grid[:-1])
+    r = grid[:-1] ** (1 / 7)  # uniform in σ^{1/ρ}
+    assert torch.allclose(r.diff(), r.diff()[:1].expand(17), atol=1e-9)
+
+
+def exact_gaussian_denoiser(sd):
+    """Data N(0, sd²): D(x; σ) = sd²/(σ² + sd²) x, so the ODE solution is x(σ) ∝ sqrt(σ² + sd²)."""
+    return lambda x, s: sd ** 2 / (s.view(-1, 1) ** 2 + sd ** 2) * x
+
+
+@pytest.mark.parametrize("kind,order", [("euler", 1), ("heun", 2)])
+def test_ode_samplers_converge_at_their_order(kind, order):
+    sd, s0, s1 = 0.5, 5.0, 0.05
+    x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = x0 * math.sqrt(s1 ** 2 + sd ** 2) / math.sqrt(s0 ** 2 + sd ** 2)
+    errs = []
+    for n in (8, 16, 32):
+        sig = edm.karras_sigmas(n + 1, s1, s0)[:-1]  # n steps from s0 to s1, no step to 0
+        x, nfe = sample_edm(exact_gaussian_denoiser(sd), x0.clone(), sig, kind)
+        errs.append(float((x - exact).abs().max()))
+        assert nfe == n * (2 if kind == "heun" else 1)
+    for a, b in zip(errs, errs[1:]):
+        assert a / b == pytest.approx(2 ** order, rel=0.25)
+
+
+def test_heun_skips_the_correction_on_the_last_step_and_churn_is_seeded():
+    sd = 0.5
+    sig = edm.karras_sigmas(5, 0.01, 10.0)
+    x0 = 10.0 * torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _, nfe = sample_edm(exact_gaussian_denoiser(sd), x0, sig, "heun")
+    assert nfe == 2 * 5 - 1
+    a, _ = sample_edm(exact_gaussian_denoiser(sd), x0, sig, "heun", torch.Generator().manual_seed(3), s_churn=10)
+    b, _ = sample_edm(exact_gaussian_denoiser(sd), x0, sig, "heun", torch.Generator().manual_seed(3), s_churn=10)
+    c, _ = sample_edm(exact_gaussian_denoiser(sd), x0, sig, "heun")
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert edm.churn_gamma(1.0, 5, 10.0) == pytest.approx(math.sqrt(2) - 1)
+    assert edm.churn_gamma(1.0, 5, 10.0, s_tmin=2.0) == 0.0
