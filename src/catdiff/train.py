@@ -28,7 +28,7 @@ from .errors import CheckpointError, ConfigError, TrainingError
 # keys that may differ between a run and its resumption
 RESUMABLE_CHANGES = {"train.max_steps", "train.ckpt_every", "train.log_every", "train.eval_every",
                      "train.progress", "train.max_minutes", "train.device", "train.tensorboard",
-                     "train.eval_batches", "sample", "eval"}
+                     "train.eval_batches", "sample", "eval", "method.prior_steps"}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -27,7 +27,20 @@ def gumbel_softmax_st(logits: torch.Tensor, tau: float = 1.0, generator: torch.G
     if not hard:
         return soft
     onehot = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
-    return onehot + soft - soft.detach()  # forward: one-hot; backward: d soft
+    return _StraightThrough.apply(soft, onehot)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the exact hard value; backward: the gradient goes to the soft value unchanged
+    (`hard + soft - soft.detach()` would leave rounding residue in the forward one-hot)."""
+
+    @staticmethod
+    def forward(ctx, soft, hard):
+        return hard
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
 
 
 class MLPEncoder(nn.Module):

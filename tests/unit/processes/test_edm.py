@@ -53,7 +53,7 @@ def test_ode_samplers_converge_at_their_order(kind, order):
         x, nfe = sample_edm(exact_gaussian_denoiser(sd), x0.clone(), sig, kind)
         errs.append(float((x - exact).abs().max()))
         assert nfe == n * (2 if kind == "heun" else 1)
-    for a, b in zip(errs, errs[1:]):
+    for a, b in zip(errs, errs[1:], strict=False):
         assert a / b == pytest.approx(2 ** order, rel=0.25)
 
 
