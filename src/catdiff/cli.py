@@ -81,6 +81,11 @@ def _cmd_diagnose(args) -> int:
     from .diagnose import diagnose_run
 
     res = diagnose_run(args.run, n_t=args.points, max_examples=args.max_examples, seed=args.seed, device=args.device)
+    if "curvature" in res:  # EDM / DisCo-Diff
+        print(f"{res['method']}: mean curvature {sum(k for _, k in res['curvature']) / len(res['curvature']):.4g}")
+        print("E|dG/dx|^2 by sigma: " + "  ".join(f"{s:.3g}:{j:.3g}" for s, j in res["jacobian"]))
+        print(f"wrote {Path(args.run) / 'diagnostics.json'} and diagnostics.png", file=sys.stderr)
+        return 0
     f = res["final"]
     print(f"{res['method']}: pairwise {f['emb_pairwise']:.4g}  norm {f['emb_norm']:.4g}  rank {f['emb_rank']:.3g}  "
           f"decodable {f['emb_decodable']:.3g}")
@@ -144,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)
 
-    d = sub.add_parser("diagnose", help="embedding-collapse diagnostics of an embedding-diffusion run (JSON + PNG)")
+    d = sub.add_parser("diagnose", help="diagnostics (JSON + PNG): embedding collapse of an embedding-diffusion run, "
+                                            "ODE curvature/Jacobian/loss(σ) of an EDM or DisCo-Diff run")
     d.add_argument("run")
     d.add_argument("--points", type=int, default=21, help="number of t values for CE(t)")
     d.add_argument("--max-examples", type=int, default=256)

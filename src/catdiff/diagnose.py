@@ -1,6 +1,7 @@
-"""Collapse diagnostics of a trained embedding-diffusion run: the embedding statistics logged over
-training and the denoising cross-entropy curve CE(t), as JSON and a PNG. It knows the run layout
-and the embedding method's `ce_curve`, not how the run was trained.
+"""Diagnostics of a trained run as JSON and a PNG. Embedding diffusion: the embedding statistics
+logged over training and the denoising cross-entropy curve CE(t) (collapse). EDM / DisCo-Diff: ODE
+curvature along sampling trajectories, the Jacobian norm and the loss as functions of σ. It knows
+the run layout and the methods' public hooks, not how the run was trained.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ def diagnose_run(run_dir: str | Path, n_t: int = 21, max_examples: int = 256, se
     """Writes RUN/diagnostics.json (+ diagnostics.png) and returns the record."""
     run_dir = Path(run_dir)
     cfg, method, dataset = load_run(run_dir, device)
+    if hasattr(method, "ode_denoiser"):
+        return diagnose_ode(run_dir, method, dataset, max_examples, seed, plot)
     if not hasattr(method, "ce_curve"):
-        raise ConfigError(f"diagnose applies to embedding-diffusion runs; {run_dir} holds method {method.name!r}")
+        raise ConfigError(f"diagnose applies to embedding-diffusion and EDM runs; {run_dir} holds method "
+                          f"{method.name!r}")
     x = dataset.split("val")[:max_examples].to(method.device)
     ts = torch.linspace(0.0, 1.0, n_t).tolist()
     g = torch.Generator(device=method.device).manual_seed(seed)
@@ -72,6 +76,59 @@ def plot_diagnostics(records: list[dict], path: str | Path, labels: list[str] | 
     axes[4].set_title("denoising CE(t) [nats/token]")
     axes[4].set_xlabel("t")
     axes[4].legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ode_record(method, dataset, n: int = 512, steps: int = 50, seed: int = 0) -> dict:
+    """Curvature κ(σ), E‖∇G‖²(σ) and loss(σ) of an EDM-style method (latents from its prior)."""
+    from . import ode_diagnostics as od
+    from .config import SampleConfig
+
+    g = torch.Generator(device=method.device).manual_seed(seed)
+    cond, _ = method._sample_cond(n, SampleConfig(), g, None)
+    D = method.ode_denoiser(cond)
+    sig = method.sigmas(steps)
+    x = float(sig[0]) * torch.randn((n, method.seq_len), generator=g, device=method.device)
+    kappa = od.curvature_along_trajectories(D, x, sig)
+    y = dataset.split("test")[:n].to(method.device)
+    grid = [float(v) for v in sig[:-1:5]]
+    jac = [(s, od.jacobian_norm(D, y + s * torch.randn(y.shape, generator=g), s)) for s in grid]
+
+    def loss(y_, s_):
+        return method.denoising_loss(y_, g, sigma=s_, train=False)
+
+    return {"method": method.name, "curvature": kappa, "jacobian": jac, "loss": od.loss_by_sigma(loss, y, grid)}
+
+
+def diagnose_ode(run_dir: Path, method, dataset, n: int = 512, seed: int = 0, plot: bool = True) -> dict:
+    res = {"run": str(run_dir), **ode_record(method, dataset, n, seed=seed)}
+    (run_dir / "diagnostics.json").write_text(json.dumps(res, indent=1))
+    if plot:
+        plot_ode([res], run_dir / "diagnostics.png")
+    return res
+
+
+def plot_ode(records: list[dict], path: str | Path, labels: list[str] | None = None) -> None:
+    """Curvature, Jacobian norm and loss against σ (log axes), one line per record."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    labels = labels or [r["method"] for r in records]
+    for r, lab in zip(records, labels, strict=True):
+        for ax, k, title in zip(axes, ("curvature", "jacobian", "loss"),
+                                ("ODE curvature κ(σ)", "E‖∇ₓG‖²_F", "weighted loss(σ)"), strict=True):
+            ax.plot([p[0] for p in r[k]], [p[1] for p in r[k]], "o-", ms=3, label=lab)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("σ (= t)")
+            ax.set_title(title)
+    axes[0].legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -24,6 +24,9 @@ def test_two_stage_training_resumes_and_evaluates(tmp_path, capsys):
     assert main(["eval", str(run), "--steps", "4", "--num-samples", "64", "--quiet"]) == 0
     res = json.loads((run / "eval.json").read_text())
     assert res["samples"][0]["w2"] > 0 and "loss" in res["likelihood"]
+    assert main(["diagnose", str(run)]) == 0
+    d = json.loads((run / "diagnostics.json").read_text())
+    assert len(d["curvature"]) > 10 and all(j >= 0 for _, j in d["jacobian"]) and (run / "diagnostics.png").is_file()
     edm_run = tmp_path / "edm"
     assert main(["train", str(ROOT / "configs/edm/gaussians8.yaml"), *SMALL, "train.max_steps=5",
                  f"train.out_dir={edm_run}"]) == 0

@@ -44,7 +44,7 @@ def test_text_config_and_diagnose_refuses_other_methods(tmp_path, capsys):
                  f"train.out_dir={mdlm}"]) == 0
     capsys.readouterr()
     assert main(["diagnose", str(mdlm)]) == 2
-    assert "embedding-diffusion" in capsys.readouterr().err
+    assert "embedding-diffusion and EDM" in capsys.readouterr().err
 
 
 def test_tied_weights_are_refused_with_a_clear_error(tmp_path, capsys):
