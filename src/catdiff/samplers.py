@@ -222,13 +222,16 @@ def sample_coupled(
     opts: DrawOptions | None = None,
     kind: str = "ddim",
     eta: float = 0.0,
+    lead: float = 1.0,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """FUJI joint sampler (METHODS.md §5): from z (B, L) all masks and y (B, P, dp) ~ N(0, I) at
     t = 1, `steps` uniform steps t → s, one joint network call each. Tokens: the MDLM posterior
     (reveal with (α_s - α_t)/(1 - α_t), values drawn from p_θ(· | z_t, y_t)); latent: DDIM(η) or
     the DDPM posterior from ŷ_0 at the clamped latent times. The last step reveals every
-    remaining mask and sets y ← ŷ_0. Returns (x_0, ŷ_0, network calls = steps)."""
+    remaining mask and sets y ← ŷ_0. `lead` > 1 runs the latent ahead of the tokens on the path
+    t_y = t^lead [our option; meant for a network trained with independent times]. Returns
+    (x_0, ŷ_0, network calls = steps)."""
     if kind not in ("ddpm", "ddim"):
         raise ValueError(f"unknown latent sampler {kind!r}; choose 'ddpm' or 'ddim'")
     opts = opts or DrawOptions()
@@ -236,7 +239,7 @@ def sample_coupled(
     B = z.shape[0]
     for j in range(steps):
         t, s = grid[j], grid[j + 1]
-        t_y, s_y = process.latent_time(t), process.latent_time(s)
+        t_y, s_y = process.latent_time(t ** lead), process.latent_time(s ** lead)
         logp, y0 = denoise(z, y, t.expand(B), t_y.expand(B))
         x0 = draw_categorical(logp, generator, opts)  # (B, L)
         last = j == steps - 1

@@ -65,6 +65,7 @@ class LDDMOptions:
     latent_grad: bool = False
     stage: int = 0  # SEQ: 0 all jointly; 1 encoder + token denoiser; 2 latent denoiser only (rest frozen)
     sampler: str = "ddim"  # latent reverse kernel: ddim | ddpm
+    lead: float = 1.0  # FUJI sampling path t_y = t^lead (> 1: latent ahead; train with independent_times)
     eta: float = 0.0  # DDIM η
 
     def __post_init__(self):
@@ -78,6 +79,8 @@ class LDDMOptions:
             raise ConfigError(f"method.sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
         if not 0 <= self.latent_drop < 1 or not 0 <= self.enc_zero_max <= 1:
             raise ConfigError("method.latent_drop must be in [0, 1) and enc_zero_max in [0, 1]")
+        if self.lead <= 0:
+            raise ConfigError(f"method.lead must be > 0, got {self.lead}")
         if self.stage not in (0, 1, 2):
             raise ConfigError(f"method.stage must be 0, 1 or 2, got {self.stage}")
 
@@ -221,7 +224,7 @@ class LDDMFuji(LDDM):
             return self.token_log_probs(z_t, y_t, t_x, t_y, guidance=cfg.guidance)
 
         x, y0, steps = sample_coupled(denoise, z, y, self.process, cfg.steps, generator, self._draw_options(cfg),
-                                      self._latent_kind(cfg), self.options.eta)
+                                      self._latent_kind(cfg), self.options.eta, self.options.lead)
         calls = steps * (2 if cfg.guidance > 0 else 1)
         return SampleOutput(samples=x, nfe=calls, info={"latent": y0, "network_calls": calls})
 

@@ -237,3 +237,18 @@ def test_latent_grad_off_keeps_the_latent_loss_out_of_the_encoder(name):
         assert grads[False] == 0
     else:  # FUJI: the joint network's input y_t still carries the latent loss's gradient
         assert grads[False] < grads[True]
+
+
+def test_fuji_lead_runs_the_latent_ahead_of_the_tokens():
+    m = build("lddm-fuji")
+    seen = []
+
+    def joint(z_t, y_t, t_x, t_y):
+        seen.append((float(t_x[0]), float(t_y[0])))
+        return torch.zeros(z_t.shape + (K,)).log_softmax(-1), torch.zeros_like(y_t)
+
+    z, y = torch.full((2, L), K), torch.randn(2, 1, 4)
+    sample_coupled(joint, z, y, m.process, 4, torch.Generator().manual_seed(0), DrawOptions(), "ddim", lead=3.0)
+    lo, hi = m.process.latent.t_range
+    for t_x, t_y in seen:
+        assert t_y == pytest.approx(min(max(t_x ** 3, lo), hi), rel=1e-6) and t_y <= t_x
