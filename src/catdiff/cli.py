@@ -51,7 +51,7 @@ def _cmd_sample(args) -> int:
                  latent_steps=args.latent_steps or sc.latent_steps)
     out, sec = draw_samples(method, sc.num_samples, sc)
     x = out.samples
-    if dataset.kind == "image":
+    if dataset.kind == "image" or hasattr(dataset, "save_grid"):
         path = Path(args.out or Path(args.run) / f"samples_steps{sc.steps}_seed{sc.seed}.png")
         dataset.save_grid(x, path)
         print(f"wrote {len(x)} samples to {path}")

@@ -87,9 +87,12 @@ def draw_samples(method, n: int, cfg: SampleConfig) -> tuple[SampleOutput, float
 def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
     """Sample metrics suited to the dataset: exact ones on synthetic data, FD on digits,
     gen-PPL (if a judge is given) + entropy + distinct-n on everything."""
-    if dataset.kind == "vector":  # continuous data: exact W2 to as many held-out points
-        real = dataset.split("test")[:len(samples)]
-        return {"n_samples": len(samples), "w2": metrics.wasserstein2(samples, real)}
+    if dataset.kind == "vector":  # continuous data: FD on images, else exact W2 to held-out points
+        real = dataset.split("test")
+        if hasattr(dataset, "to_tokens"):
+            return {"n_samples": len(samples),
+                    "fd_digits": metrics.fd_digits(dataset.to_tokens(samples), dataset.to_tokens(real))}
+        return {"n_samples": len(samples), "w2": metrics.wasserstein2(samples, real[:len(samples)])}
     if dataset.exact:
         return metrics.sample_metrics(samples, dataset)
     out = metrics.sample_metrics(samples, dataset)

@@ -21,6 +21,7 @@ DATASETS: dict[str, str] = {
     "hmm": "catdiff.data.synthetic:HMM",
     "binsaw": "catdiff.data.synthetic:BinSaw",
     "gaussians8": "catdiff.data.continuous:Gaussians8",
+    "digits_continuous": "catdiff.data.continuous:ContinuousDigits",
     "digits": "catdiff.data.images:Digits",
     "text": "catdiff.data.text:TextDataset",
     "hub_text": "catdiff.data.hub:HubTextDataset",

@@ -4,6 +4,7 @@ of models or diffusion. Samples are float tensors (B, D); `vocab_size` is 0 (no 
 `gaussians8`: the DisCo-Diff toy — 8 isotropic Gaussians of std 0.2 with means on the circle of
 radius 3 at 45° steps, equal weights, 1000 points per component as the training set (n_train =
 8000). Randomness follows data.synthetic: every sample is a function of `seed` and a stream key.
+`digits_continuous`: scikit-learn's digits with grey levels scaled to [-1, 1].
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 
 import torch
 
+from .images import Digits
 from .synthetic import _TRAIN, _check_int, _check_positive, _Synthetic, _torch_generator
 
 
@@ -61,3 +63,30 @@ class Gaussians8(_Synthetic):
 
     def decode(self, x: torch.Tensor) -> str:
         return " ".join(f"{float(v):.4f}" for v in x)
+
+
+class ContinuousDigits(Digits):
+    """scikit-learn's 8×8 digits as continuous 64-vectors: grey level v ∈ {0..16} ↦ v/8 - 1 ∈ [-1, 1]
+    (DisCo-Diff issue: digits as continuous images). Same splits and streams as `digits`;
+    `to_tokens` rounds back to the 17 levels (for FD-digits and pictures)."""
+
+    name = "digits_continuous"
+    kind = "vector"
+    vocab_size = 0
+
+    def train_batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        return super().train_batch(step, batch_size, rank, world).float() / 8.0 - 1.0
+
+    def split(self, name: str) -> torch.Tensor:
+        return super().split(name).float() / 8.0 - 1.0
+
+    @staticmethod
+    def to_tokens(x: torch.Tensor) -> torch.Tensor:
+        return torch.round((x.float().clamp(-1, 1) + 1.0) * 8.0).long()
+
+    def decode(self, x) -> str:
+        return super().decode(self.to_tokens(torch.as_tensor(x)))
+
+    @staticmethod
+    def save_grid(x, path, nrow=None, scale: int = 4):
+        return Digits.save_grid(ContinuousDigits.to_tokens(torch.as_tensor(x)), path, nrow, scale)

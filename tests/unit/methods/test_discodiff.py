@@ -93,3 +93,15 @@ def test_gradients_reach_the_encoder_in_stage_one_and_bad_settings_are_refused()
         registry.method_class("edm")(registry.method_class("edm").Options(), PRIOR, 8, 16)
     with pytest.raises(ConfigError, match="sampler"):
         build(sampler="rk4")
+
+
+def test_continuous_digits_round_trip_to_the_17_levels():
+    from catdiff.data.continuous import ContinuousDigits
+    from catdiff.data.images import Digits
+
+    c, d = ContinuousDigits(), Digits()
+    x = c.split("test")
+    assert x.dtype == torch.float32 and float(x.min()) == -1.0 and float(x.max()) == 1.0
+    assert torch.equal(c.to_tokens(x), d.split("test")) and c.vocab_size == 0 and c.kind == "vector"
+    assert torch.equal(c.to_tokens(x + 0.05), d.split("test"))  # rounding to the nearest level
+    assert torch.equal(c.train_batch(2, 8), d.train_batch(2, 8).float() / 8 - 1)
