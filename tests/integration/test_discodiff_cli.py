@@ -30,3 +30,13 @@ def test_two_stage_training_resumes_and_evaluates(tmp_path, capsys):
     edm_run = tmp_path / "edm"
     assert main(["train", str(ROOT / "configs/edm/gaussians8.yaml"), *SMALL, "train.max_steps=5",
                  f"train.out_dir={edm_run}"]) == 0
+
+
+def test_discodiff_embed_from_its_config(tmp_path, capsys):
+    run = tmp_path / "dde"
+    assert main(["train", str(ROOT / "configs/discodiff-embed/mixture.yaml"), "model.d_model=32", "model.n_layers=1",
+                 "model.n_heads=2", "method.embed_dim=8", "method.enc_layers=1", "train.batch_size=16",
+                 "train.progress=false", "train.max_steps=3", "method.prior_steps=2", f"train.out_dir={run}"]) == 0
+    assert main(["sample", str(run), "--steps", "4", "--num-samples", "2"]) == 0
+    assert main(["eval", str(run), "--steps", "4", "--num-samples", "16", "--quiet"]) == 0
+    assert json.loads((run / "eval.json").read_text())["likelihood"]["bits_per_token"] > 0

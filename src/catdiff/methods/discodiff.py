@@ -7,6 +7,7 @@ DisCo-Diff adds m categorical latents z (k classes) from an encoder E(y) (straig
 autoregressive prior p(z) (catdiff's AR model) trained in stage 2 on argmax latents of the frozen
 encoder. Both stages run from one `catdiff train` (train.train_stages). Wires networks, process
 and sampler; knows nothing of optimisers, checkpoints or data sources.
+`discodiff-embed` puts the same latents on embedding diffusion of tokens (Difformer settings).
 Shapes: B batch, D data dimension, m latents, k classes, E latent embedding width.
 """
 
@@ -25,6 +26,7 @@ from ..samplers import sample_edm
 from ..structs import LossOutput, SampleOutput
 from .ar import AR
 from .base import Method, NoOptions
+from .embedding import DifformerOptions, EmbeddingDiffusion
 
 
 @dataclass
@@ -194,3 +196,95 @@ class DisCoDiff(EDM):
 
 
 registry.register_method(DisCoDiff)
+
+
+# ---- DisCo-Diff latents on embedding diffusion of tokens -------------------------------------
+
+@dataclass
+class DisCoEmbedOptions(DifformerOptions):
+    """Difformer's defaults (its latent-free twin) + DisCo-Diff's latents over the token sequence."""
+
+    m: int = 4  # latents
+    k: int = 16  # classes per latent
+    tau: float = 1.0
+    latent_drop: float = 0.1
+    latent_dim: int = 64  # width of the latent embedding fed to the denoiser's adaLN conditioning
+    enc_layers: int = 2  # transformer encoder over the clean tokens (mean-pooled to m × k logits)
+    stage: int = 0  # 0: both stages from one command; 1: encoder + denoiser; 2: AR prior
+    prior_steps: int = 1000
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.stage not in (0, 1, 2) or min(self.m, self.k, self.prior_steps, self.enc_layers) < 1:
+            raise ConfigError("method.stage must be 0, 1 or 2; m, k, prior_steps and enc_layers >= 1")
+
+
+class DisCoDiffEmbed(EmbeddingDiffusion):
+    """Embedding diffusion (Difformer settings) whose denoiser is also conditioned on m discrete
+    latents of the clean sequence (straight-through Gumbel encoder, trained end to end; AR prior in
+    stage 2). Bound: -log p(x) ≤ -log p(x | z(x)) - log p(z(x)) with z(x) the encoder's argmax,
+    i.e. the conditional embedding-diffusion VLB plus the prior's exact NLL of the latents."""
+
+    name = "discodiff-embed"
+    Options = DisCoEmbedOptions
+    two_stage = True
+
+    def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
+        self.cond_dim = options.latent_dim
+        super().__init__(options, model_cfg, vocab_size, seq_len)
+        o = options
+        enc_cfg = dataclasses.replace(model_cfg, n_layers=o.enc_layers, local_mix=0)
+        self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size, vocab_out=o.m * o.k, seq_len=seq_len,
+                                              causal=False, time_cond=False)
+        self.latent_emb = LatentEmbedding(o.m, o.k, o.latent_dim)
+        self.prior = AR(NoOptions(), dataclasses.replace(model_cfg, local_mix=0), o.k, o.m)
+        if o.stage == 2:
+            for mod in (self.net, self.encoder, self.latent_emb, self.emb, self.in_proj, self.in_norm):
+                mod.requires_grad_(False)
+            if hasattr(self, "drop_vec"):
+                self.drop_vec.requires_grad_(False)
+
+    def latent_logits(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.options
+        return self.encoder(x).mean(1).view(x.shape[0], o.m, o.k)  # (B, m, k)
+
+    @torch.no_grad()
+    def extract(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, m) argmax latents of the encoder."""
+        return self.latent_logits(x).argmax(-1)
+
+    def _cond_of(self, z: torch.Tensor) -> torch.Tensor:
+        return self.latent_emb(torch.nn.functional.one_hot(z.long(), self.options.k).float())
+
+    def forward(self, x, generator=None) -> LossOutput:
+        o = self.options
+        if o.stage == 2:
+            out = self.prior(self.extract(x), generator)
+            return LossOutput(loss=out.loss, nll=None, metrics={"prior_nll": float(out.nll.mean())})
+        z = gumbel_softmax_st(self.latent_logits(x), o.tau, generator)
+        drop = torch.rand(x.shape[0], generator=generator, device=x.device) < o.latent_drop
+        with self.conditioned_on(self.latent_emb(z, drop if o.latent_drop > 0 else None)):
+            return super().forward(x, generator)
+
+    @torch.no_grad()
+    def nelbo(self, x, generator=None) -> torch.Tensor:
+        z = self.extract(x)
+        with self.conditioned_on(self._cond_of(z)):
+            cond_bound = super().nelbo(x, generator)
+        return cond_bound + self.prior.nelbo(z)
+
+    @torch.no_grad()
+    def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None) -> SampleOutput:
+        z = latents if latents is not None else self.prior.sample(n, cfg, generator).samples
+        with self.conditioned_on(self._cond_of(z)):
+            out = super().sample(n, cfg, generator)
+        out.info["latents"] = z
+        return out
+
+    @torch.no_grad()
+    def ce_curve(self, x, ts, generator=None):
+        with self.conditioned_on(self._cond_of(self.extract(x))):
+            return super().ce_curve(x, ts, generator)
+
+
+registry.register_method(DisCoDiffEmbed)

@@ -29,6 +29,7 @@ scale with MDLM and AR.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +139,7 @@ class EmbeddingDiffusion(Method):
 
     name = "embedding"
     Options = EmbeddingOptions
+    cond_dim = 0  # width of an extra per-sequence conditioning vector (DisCo-Diff latents); 0 = none
 
     def __init__(self, options: EmbeddingOptions, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
@@ -153,12 +155,23 @@ class EmbeddingDiffusion(Method):
         d_in = o.embed_dim * (2 if o.self_cond > 0 else 1)
         out = o.embed_dim if o.param == "x0" else vocab_size
         self.net = registry.build_network(model_cfg, vocab_in=1, vocab_out=out, seq_len=seq_len, causal=False,
-                                          time_cond=True)
+                                          time_cond=True, cond_dim=self.cond_dim)
+        self._cond: torch.Tensor | None = None  # set by `conditioned_on`
         D = self.net.cfg.d_model
         self.in_proj = nn.Linear(d_in, D)
         self.in_norm = nn.LayerNorm(D if o.in_norm == "after" else d_in) if o.in_norm != "none" else nn.Identity()
 
     # ---- the denoiser ---------------------------------------------------------------------
+    @contextmanager
+    def conditioned_on(self, cond: torch.Tensor | None):
+        """Every denoiser call inside the block gets `cond` (B, cond_dim) — the per-sequence vector
+        of a conditioned subclass — without threading it through the loss terms and samplers."""
+        prev, self._cond = self._cond, cond
+        try:
+            yield
+        finally:
+            self._cond = prev
+
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None,
                 schedule: GaussianSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_t (B, L, d), t (B,) → (ẑ_0 (B, L, d), logits (B, L, K)).
@@ -171,7 +184,7 @@ class EmbeddingDiffusion(Method):
         if self.options.self_cond > 0:
             h = torch.cat([h, torch.zeros_like(z_t) if x0_prev is None else x0_prev], -1)  # (B, L, 2d)
         h = self.in_norm(self.in_proj(h)) if self.options.in_norm == "after" else self.in_proj(self.in_norm(h))
-        out = self.net(None, t, inputs_embeds=h)  # (B, L, d or K)
+        out = self.net(None, t, inputs_embeds=h, cond=self._cond)  # (B, L, d or K)
         if self.options.param == "x0":
             return out, self.emb.readout(out)
         return torch.softmax(out.float(), -1) @ self.emb.table(), out  # score interpolation (CDCD §3.2)

@@ -105,3 +105,48 @@ def test_continuous_digits_round_trip_to_the_17_levels():
     assert torch.equal(c.to_tokens(x), d.split("test")) and c.vocab_size == 0 and c.kind == "vector"
     assert torch.equal(c.to_tokens(x + 0.05), d.split("test"))  # rounding to the nearest level
     assert torch.equal(c.train_batch(2, 8), d.train_batch(2, 8).float() / 8 - 1)
+
+
+def build_embed(**kw):
+    cls = registry.method_class("discodiff-embed")
+    torch.manual_seed(0)
+    return cls(cls.Options(embed_dim=8, m=2, k=3, enc_layers=1, **kw), PRIOR, 5, 6)
+
+
+def test_discodiff_embed_bound_is_conditional_vlb_plus_prior_nll():
+    m = build_embed()
+    m.eval()
+    x = torch.randint(0, 5, (7, 6), generator=torch.Generator().manual_seed(0))
+    z = m.extract(x)
+    with m.conditioned_on(m._cond_of(z)):
+        cond = super(type(m), m).nelbo(x, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(m.nelbo(x, torch.Generator().manual_seed(1)), cond + m.prior.nelbo(z))
+    # the latent changes the denoiser's output (the conditioning is wired through)
+    zt = torch.randn(7, 6, 8)
+    t = torch.full((7,), 0.5)
+    for p in m.net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    with m.conditioned_on(m._cond_of(z)):
+        a = m.denoise(zt, t)[1]
+    with m.conditioned_on(m._cond_of((z + 1) % 3)):
+        b = m.denoise(zt, t)[1]
+    assert not torch.allclose(a, b)
+
+
+def test_discodiff_embed_stages_and_sampling_with_given_latents():
+    m = build_embed(stage=1, latent_drop=0.0)
+    for p in m.net.parameters():  # leave the adaLN-Zero init, through which the latent enters
+        p.data.add_(0.05 * torch.randn_like(p))
+    m.train()
+    x = torch.randint(0, 5, (16, 6), generator=torch.Generator().manual_seed(0))
+    m(x, torch.Generator().manual_seed(0)).loss.backward()
+    assert float(sum(p.grad.abs().sum() for p in m.encoder.parameters() if p.grad is not None)) > 0
+    m2 = build_embed(stage=2)
+    m2.train()
+    m2(x, torch.Generator().manual_seed(0)).loss.backward()
+    assert all(p.grad is None for p in m2.net.parameters()) and all(p.grad is None for p in m2.encoder.parameters())
+    m2.eval()
+    z = torch.tensor([[0, 1], [2, 2]])
+    a = m2.sample(2, SampleConfig(steps=3), torch.Generator().manual_seed(4), latents=z)
+    b = m2.sample(2, SampleConfig(steps=3), torch.Generator().manual_seed(4), latents=z)
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.info["latents"], z)
