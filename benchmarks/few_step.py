@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/bench_few_step")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
+    p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every method")
     args = p.parse_args(argv)
@@ -202,7 +203,9 @@ def main(argv=None) -> int:
     judge = load_judge(args.judge) if args.judge else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"few_step_{args.dataset}"
+    stem = out / f"few_step_{args.dataset}{'_' + args.tag if args.tag else ''}"
+    if args.tag:
+        args.runs = str(Path(args.runs) / args.tag)
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes,
                                                "batch_size": args.batch_size, "lr": args.lr}, "methods": []}
@@ -218,7 +221,7 @@ def main(argv=None) -> int:
             info = train_one(name, args)
         res["methods"].append(evaluate_one(name, info, args, judge))
         stem.with_suffix(".json").write_text(json.dumps(res, indent=1))  # partial results survive
-    if args.dataset == "mixture":
+    if args.dataset == "mixture" and not args.tag:
         res["oracle"] = oracle_rows(args)
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
     plot(res, Path(f"{stem}.png"))
