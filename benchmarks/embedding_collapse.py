@@ -14,17 +14,15 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mixture import git_commit, machine  # noqa: E402
+from common import bench_train, git_commit, machine  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
-from catdiff.config import SampleConfig, load_config  # noqa: E402
+from catdiff.config import SampleConfig  # noqa: E402
 from catdiff.diagnose import diagnose_run, plot_diagnostics  # noqa: E402
 from catdiff.evaluate import likelihood, load_judge, load_run, step_sweep  # noqa: E402
-from catdiff.train import train  # noqa: E402
 
 RUNS = {  # label: (method, extra overrides)
     "embed-naive": ("embed-naive", []),
@@ -48,18 +46,7 @@ def run_one(label: str, args, judge) -> dict:
     run_dir = Path(args.runs) / args.dataset / label.replace(" ", "_").replace("=", "")
     if not args.eval_only:
         shutil.rmtree(run_dir, ignore_errors=True)
-        over = [f"model.preset={args.preset}", f"train.batch_size={args.batch_size}", f"train.out_dir={run_dir}",
-                f"train.max_steps={args.steps}", f"train.max_minutes={args.minutes}", "train.log_every=25",
-                "train.ckpt_every=100000", "train.eval_every=0", f"train.progress={str(args.progress).lower()}",
-                f"train.seed={args.seed}", *extra, *args.overrides]
-        if args.dataset == "kjv":
-            over.append(f"data.path={args.data}")
-        cfg = load_config(f"configs/{method}/{args.dataset}.yaml", over)
-        t0 = time.time()
-        summary = train(cfg)
-        if summary["status"] == "interrupted":
-            raise SystemExit(f"interrupted during {label}; finished runs are in the JSON")
-        train_info = {"steps": summary["step"], "wall_s": time.time() - t0, "tokens_per_s": summary["tokens_per_s"]}
+        train_info = bench_train(f"configs/{method}/{args.dataset}.yaml", run_dir, args, extra, log_every=25)
     else:
         recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         last = [r for r in recs if "tokens_per_s" in r][-1]

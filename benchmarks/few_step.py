@@ -19,7 +19,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,13 +26,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mixture import git_commit, machine  # noqa: E402
+from common import bench_train, git_commit, machine  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
 from catdiff.evaluate import likelihood, load_judge, load_run, step_sweep  # noqa: E402
 from catdiff.oracle import oracle_samples  # noqa: E402
-from catdiff.train import train  # noqa: E402
 
 METHODS = ("mdlm", "lddm-fuji", "lddm-seq")
 STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -42,19 +40,8 @@ STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 def train_one(method: str, args) -> dict:
     run_dir = Path(args.runs) / args.dataset / method
     shutil.rmtree(run_dir, ignore_errors=True)
-    over = [f"model.preset={args.preset}", f"train.batch_size={args.batch_size}", f"train.out_dir={run_dir}",
-            f"train.max_steps={args.steps}", f"train.max_minutes={args.minutes}", "train.log_every=50",
-            "train.ckpt_every=100000", "train.eval_every=0", f"train.progress={str(args.progress).lower()}",
-            f"train.seed={args.seed}", f"train.lr={args.lr}", *args.overrides]
-    if args.dataset == "kjv":
-        over.append(f"data.path={args.data}")
-    cfg = load_config(f"configs/{method}/{args.dataset}.yaml", over)
-    t0 = time.time()
-    summary = train(cfg)
-    if summary["status"] == "interrupted":
-        raise SystemExit(f"interrupted while training {method}; finished methods are in the JSON")
-    return {"run": str(run_dir), "steps": summary["step"], "wall_s": time.time() - t0,
-            "tokens_per_s": summary["tokens_per_s"]}
+    info = bench_train(f"configs/{method}/{args.dataset}.yaml", run_dir, args, [f"train.lr={args.lr}"])
+    return {"run": str(run_dir), **info}
 
 
 def probe_r2(method, dataset, n_train: int = 2048, n_test: int = 1024, seed: int = 0) -> dict:

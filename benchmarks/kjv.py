@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mixture import git_commit, machine  # noqa: E402
+from common import git_commit, machine  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402

@@ -10,28 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 from catdiff.demo import plot, report, run
 
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": __import__("os").cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
+sys.path.insert(0, str(Path(__file__).parent))
+from common import git_commit, machine  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, TimestepEmbedder, apply_rotary, local_mix, modulate, rotary_tables
+from .layers import MLP, TimestepEmbedder, apply_rotary, init_normal_, local_mix, modulate, rotary_tables
 
 
 @dataclass
@@ -126,11 +126,7 @@ class JointTransformer(nn.Module):
         """As the shared Transformer: N(0, 0.02) matrices, scaled residual projections, adaLN-Zero;
         the ŷ head is zero too, so at init ŷ = 0 (the prior mean)."""
         std = 0.02
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=std)
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
+        init_normal_(self, std)
         for p in (self.slot_emb, self.null) + ((self.pos_emb,) if self.cfg.abs_pos else ()):
             nn.init.normal_(p, std=std)
         for blk in self.blocks:

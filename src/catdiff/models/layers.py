@@ -126,6 +126,16 @@ def local_mix(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return y  # (B, L, D)
 
 
+@torch.no_grad()
+def init_normal_(module: nn.Module, std: float = 0.02) -> None:
+    """N(0, std²) weights for every Linear and Embedding inside `module`, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+
 # ---- attention, MLP, KV cache --------------------------------------------------------------
 
 

@@ -20,7 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, Attention, KVCache, TimestepEmbedder, local_mix, maybe_compile, modulate, rotary_tables
+from .layers import (
+    MLP,
+    Attention,
+    KVCache,
+    TimestepEmbedder,
+    init_normal_,
+    local_mix,
+    maybe_compile,
+    modulate,
+    rotary_tables,
+)
 
 __all__ = ["PRESETS", "KVCache", "Transformer", "TransformerConfig", "build_transformer",
            "flops_per_token", "maybe_compile"]
@@ -149,11 +159,7 @@ class Transformer(nn.Module):
         """std 0.02 normal for matrices; residual projections 0.02/sqrt(2·n_layers) (GPT-2);
         adaLN modulation zero (adaLN-Zero); norm gains 1; biases 0."""
         std = 0.02
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=std)
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
+        init_normal_(self, std)
         if self.cfg.abs_pos:
             nn.init.normal_(self.pos_emb, std=std)
         for blk in self.blocks:

@@ -1,0 +1,43 @@
+"""Helpers shared by the benchmark scripts: machine facts, the git commit, and one training run
+with the overrides every benchmark sets (budget, output folder, quiet logging)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from catdiff.config import load_config
+from catdiff.train import train
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def bench_train(config: str, run_dir: Path, args, extra: list[str], log_every: int = 50) -> dict:
+    """Train `config` into run_dir with the benchmark's budget (args.preset, batch_size, steps,
+    minutes, seed, progress, overrides; args.data for kjv); returns steps, wall time, tokens/s."""
+    over = [f"model.preset={args.preset}", f"train.batch_size={args.batch_size}", f"train.out_dir={run_dir}",
+            f"train.max_steps={args.steps}", f"train.max_minutes={args.minutes}", f"train.log_every={log_every}",
+            "train.ckpt_every=100000", "train.eval_every=0", f"train.progress={str(args.progress).lower()}",
+            f"train.seed={args.seed}", *extra, *args.overrides]
+    if args.dataset == "kjv":
+        over.append(f"data.path={args.data}")
+    t0 = time.time()
+    summary = train(load_config(config, over))
+    if summary["status"] == "interrupted":
+        raise SystemExit(f"interrupted while training {run_dir}; finished runs are in the JSON")
+    return {"steps": summary["step"], "wall_s": time.time() - t0, "tokens_per_s": summary["tokens_per_s"]}
