@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=5000, help="stage-1 / EDM optimizer steps (equal budget)")
     p.add_argument("--prior-steps", type=int, default=1000)
-    p.add_argument("--num-samples", type=int, default=4000)
+    p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/bench_discodiff")
     p.add_argument("--out", default="benchmarks/results")
