@@ -190,7 +190,8 @@ def main(argv=None) -> int:
     judge = load_judge(args.judge) if args.judge else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"few_step_{args.dataset}{'_' + args.tag if args.tag else ''}"
+    tag = args.tag.replace(".", "")  # a dot would read as a file suffix
+    stem = out / f"few_step_{args.dataset}{'_' + tag if tag else ''}"
     if args.tag:
         args.runs = str(Path(args.runs) / args.tag)
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
@@ -207,15 +208,15 @@ def main(argv=None) -> int:
         else:
             info = train_one(name, args)
         res["methods"].append(evaluate_one(name, info, args, judge))
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))  # partial results survive
+        Path(f"{stem}.json").write_text(json.dumps(res, indent=1))  # partial results survive
     if args.dataset == "mixture" and not args.tag:
         res["oracle"] = oracle_rows(args)
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    Path(f"{stem}.json").write_text(json.dumps(res, indent=1))
     plot(res, Path(f"{stem}.png"))
     md = (f"# Few-step generation on `{args.dataset}` ({args.preset} preset, batch {args.batch_size}, "
           f"{args.minutes:g} min of training per method)\n\nCommand: `{res['command']}`  \n"
           f"Commit: `{res['git_commit']}`\n\n" + report(res) + f"\n![few-step]({stem.name}.png)\n")
-    stem.with_suffix(".md").write_text(md)
+    Path(f"{stem}.md").write_text(md)
     print(md)
     return 0
 
