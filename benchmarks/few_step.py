@@ -48,6 +48,8 @@ def probe_r2(method, dataset, n_train: int = 2048, n_test: int = 1024, seed: int
     """R² (held out) of probes from y_0 = E(x) to (cos 4πu, sin 4πu) of the true binsaw shift u."""
     from sklearn.linear_model import LinearRegression
     from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     g = torch.Generator().manual_seed(seed)
     x, u = dataset.sample_with_latent(n_train + n_test, g)
@@ -57,7 +59,8 @@ def probe_r2(method, dataset, n_train: int = 2048, n_test: int = 1024, seed: int
     target = np.stack([np.cos(4 * np.pi * u.numpy()), np.sin(4 * np.pi * u.numpy())], 1)
     out = {}
     for name, model in (("linear", LinearRegression()),
-                        ("mlp", MLPRegressor((64, 64), max_iter=2000, random_state=seed))):
+                        ("mlp", make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=2000,
+                                                                random_state=seed)))):
         model.fit(y[:n_train], target[:n_train])
         out[f"r2_{name}"] = float(model.score(y[n_train:], target[n_train:]))
     return out
