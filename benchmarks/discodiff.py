@@ -71,7 +71,7 @@ def switching(method, ds, n: int = 500, seed: int = 0) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     k = method.options.k
     with torch.no_grad():
-        cond = {z: method._sample_cond(n, None, g, torch.full((n, 1), z))[0] for z in range(k)}
+        cond = {z: method.latent_condition(n, None, g, torch.full((n, 1), z))[0] for z in range(k)}
         sig = method.sigmas(50)
         x = float(sig[0]) * torch.randn((n, 2), generator=g)
         comp = {}

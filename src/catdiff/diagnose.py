@@ -88,14 +88,14 @@ def ode_record(method, dataset, n: int = 512, steps: int = 50, seed: int = 0) ->
     from .config import SampleConfig
 
     g = torch.Generator(device=method.device).manual_seed(seed)
-    cond, _ = method._sample_cond(n, SampleConfig(), g, None)
+    cond, _ = method.latent_condition(n, SampleConfig(), g, None)
     D = method.ode_denoiser(cond)
     sig = method.sigmas(steps)
     x = float(sig[0]) * torch.randn((n, method.seq_len), generator=g, device=method.device)
     kappa = od.curvature_along_trajectories(D, x, sig)
     y = dataset.split("test")[:n].to(method.device)
     grid = [float(v) for v in sig[:-1:5]]
-    jac = [(s, od.jacobian_norm(D, y + s * torch.randn(y.shape, generator=g), s)) for s in grid]
+    jac = [(s, od.jacobian_norm(D, y + s * torch.randn(y.shape, generator=g, device=y.device), s)) for s in grid]
 
     def loss(y_, s_):
         return method.denoising_loss(y_, g, sigma=s_, train=False)

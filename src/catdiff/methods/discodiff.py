@@ -49,6 +49,12 @@ class EDMOptions:
             raise ConfigError("need 0 < sigma_min < sigma_max and sigma_data > 0")
 
 
+def prior_stage_loss(prior: AR, z: torch.Tensor, generator=None) -> LossOutput:
+    """Stage 2 of DisCo-Diff: the AR prior's NLL of the frozen encoder's latents z (B, m)."""
+    out = prior(z, generator)
+    return LossOutput(loss=out.loss, nll=None, metrics={"prior_nll": float(out.nll.mean())})
+
+
 class EDM(Method):
     """Preconditioned Gaussian diffusion on (B, D) vectors; no latents."""
 
@@ -108,7 +114,7 @@ class EDM(Method):
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None) -> SampleOutput:
         """n vectors with cfg.steps Karras steps (Heun: 2·steps - 1 calls)."""
-        cond, info = self._sample_cond(n, cfg, generator, latents)
+        cond, info = self.latent_condition(n, cfg, generator, latents)
         x = self.options.sigma_max * torch.randn((n, self.seq_len), generator=generator, device=self.device)
         o = self.options
         x, nfe = sample_edm(self.ode_denoiser(cond, cfg.guidance), x, self.sigmas(cfg.steps).to(x.dtype),
@@ -116,7 +122,8 @@ class EDM(Method):
         calls = nfe * (2 if cfg.guidance > 0 and cond is not None else 1)
         return SampleOutput(samples=x, nfe=calls, info=info)
 
-    def _sample_cond(self, n, cfg, generator, latents):
+    def latent_condition(self, n, cfg, generator, latents):
+        """(conditioning vector or None, info) for sampling n points; EDM has no latents."""
         return None, {}
 
 
@@ -172,12 +179,11 @@ class DisCoDiff(EDM):
             z = gumbel_softmax_st(logits, o.tau, generator)  # one-hot forward, soft gradient
             drop = torch.rand(y.shape[0], generator=generator, device=y.device) < o.latent_drop
             return self.latent_emb(z, drop if o.latent_drop > 0 else None)
-        return self.latent_emb(torch.nn.functional.one_hot(logits.argmax(-1), o.k).to(y.dtype))
+        return self.latent_emb.of_indices(logits.argmax(-1))
 
     def forward(self, x, generator=None) -> LossOutput:
         if self.options.stage == 2:  # AR prior on the latents of the frozen encoder
-            out = self.prior(self.extract(x), generator)
-            return LossOutput(loss=out.loss, nll=None, metrics={"prior_nll": float(out.nll.mean())})
+            return prior_stage_loss(self.prior, self.extract(x), generator)
         return super().forward(x, generator)
 
     @torch.no_grad()
@@ -186,13 +192,12 @@ class DisCoDiff(EDM):
             return self.prior.nelbo(self.extract(x))
         return super().validation_loss(x, generator)
 
-    def _sample_cond(self, n, cfg, generator, latents):
+    def latent_condition(self, n, cfg, generator, latents):
         prior_calls = 0
         if latents is None:
             latents = self.prior.sample(n, cfg, generator).samples  # (n, m); cfg.temperature applies
             prior_calls = self.options.m
-        onehot = torch.nn.functional.one_hot(latents.long(), self.options.k).float()
-        return self.latent_emb(onehot), {"latents": latents, "prior_calls": prior_calls}
+        return self.latent_emb.of_indices(latents), {"latents": latents, "prior_calls": prior_calls}
 
 
 registry.register_method(DisCoDiff)
@@ -253,14 +258,10 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
         """(B, m) argmax latents of the encoder."""
         return self.latent_logits(x).argmax(-1)
 
-    def _cond_of(self, z: torch.Tensor) -> torch.Tensor:
-        return self.latent_emb(torch.nn.functional.one_hot(z.long(), self.options.k).float())
-
     def forward(self, x, generator=None) -> LossOutput:
         o = self.options
         if o.stage == 2:
-            out = self.prior(self.extract(x), generator)
-            return LossOutput(loss=out.loss, nll=None, metrics={"prior_nll": float(out.nll.mean())})
+            return prior_stage_loss(self.prior, self.extract(x), generator)
         z = gumbel_softmax_st(self.latent_logits(x), o.tau, generator)
         drop = torch.rand(x.shape[0], generator=generator, device=x.device) < o.latent_drop
         with self.conditioned_on(self.latent_emb(z, drop if o.latent_drop > 0 else None)):
@@ -269,21 +270,21 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
     @torch.no_grad()
     def nelbo(self, x, generator=None) -> torch.Tensor:
         z = self.extract(x)
-        with self.conditioned_on(self._cond_of(z)):
+        with self.conditioned_on(self.latent_emb.of_indices(z)):
             cond_bound = super().nelbo(x, generator)
         return cond_bound + self.prior.nelbo(z)
 
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None) -> SampleOutput:
         z = latents if latents is not None else self.prior.sample(n, cfg, generator).samples
-        with self.conditioned_on(self._cond_of(z)):
+        with self.conditioned_on(self.latent_emb.of_indices(z)):
             out = super().sample(n, cfg, generator)
         out.info["latents"] = z
         return out
 
     @torch.no_grad()
     def ce_curve(self, x, ts, generator=None):
-        with self.conditioned_on(self._cond_of(self.extract(x))):
+        with self.conditioned_on(self.latent_emb.of_indices(self.extract(x))):
             return super().ce_curve(x, ts, generator)
 
 

@@ -158,8 +158,10 @@ class JointTransformer(nn.Module):
         t_x = torch.as_tensor(t_x, dtype=torch.float32, device=x.device).reshape(-1).expand(B)
         t_y = torch.as_tensor(t_y, dtype=torch.float32, device=x.device).reshape(-1).expand(B)
         c = F.silu(self.time_x(t_x) + self.time_y(t_y))  # (B, D)
-        cos = torch.cat([self.rope_cos[:L], self.rope_cos[self.cfg.seq_len:]])  # (L + P, Dh/2)
-        sin = torch.cat([self.rope_sin[:L], self.rope_sin[self.cfg.seq_len:]])
+        cos, sin = self.rope_cos, self.rope_sin  # (seq_len + P, Dh/2): token rows, then slot rows
+        if L < self.cfg.seq_len:  # shorter input: its token rows, then the slot rows
+            cos = torch.cat([cos[:L], cos[self.cfg.seq_len:]])
+            sin = torch.cat([sin[:L], sin[self.cfg.seq_len:]])
         for blk in self.blocks:
             x, y = blk(x, y, c, cos, sin)
         sx, gx = self.final_x(c).view(B, 2, 1, D).unbind(1)

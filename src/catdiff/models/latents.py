@@ -69,6 +69,10 @@ class LatentEmbedding(nn.Module):
         self.table = nn.Parameter(torch.randn(m, k, dim) / math.sqrt(m))
         self.null = nn.Parameter(torch.zeros(dim))
 
+    def of_indices(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, m) latent indices → (B, E): the same vector as forward(one_hot(z)), by lookup."""
+        return self.table[torch.arange(self.table.shape[0], device=z.device), z.long()].sum(1)
+
     def forward(self, onehot: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         e = torch.einsum("bmk,mkd->bd", onehot.to(self.table.dtype), self.table)  # (B, E)
         if drop is not None:

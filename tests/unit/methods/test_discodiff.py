@@ -118,7 +118,7 @@ def test_discodiff_embed_bound_is_conditional_vlb_plus_prior_nll():
     m.eval()
     x = torch.randint(0, 5, (7, 6), generator=torch.Generator().manual_seed(0))
     z = m.extract(x)
-    with m.conditioned_on(m._cond_of(z)):
+    with m.conditioned_on(m.latent_emb.of_indices(z)):
         cond = super(type(m), m).nelbo(x, torch.Generator().manual_seed(1))
     torch.testing.assert_close(m.nelbo(x, torch.Generator().manual_seed(1)), cond + m.prior.nelbo(z))
     # the latent changes the denoiser's output (the conditioning is wired through)
@@ -126,9 +126,9 @@ def test_discodiff_embed_bound_is_conditional_vlb_plus_prior_nll():
     t = torch.full((7,), 0.5)
     for p in m.net.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
-    with m.conditioned_on(m._cond_of(z)):
+    with m.conditioned_on(m.latent_emb.of_indices(z)):
         a = m.denoise(zt, t)[1]
-    with m.conditioned_on(m._cond_of((z + 1) % 3)):
+    with m.conditioned_on(m.latent_emb.of_indices((z + 1) % 3)):
         b = m.denoise(zt, t)[1]
     assert not torch.allclose(a, b)
 

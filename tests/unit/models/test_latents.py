@@ -33,3 +33,9 @@ def test_encoder_embedding_and_conditional_mlp():
     net = ConditionalMLP(2, 32, 4, cond_dim=16)
     out = net(torch.randn(7, 2), torch.rand(7), e)
     assert out.shape == (7, 2)
+
+
+def test_latent_embedding_lookup_equals_the_one_hot_product():
+    emb = LatentEmbedding(3, 4, 16)
+    z = torch.randint(0, 4, (7, 3))
+    torch.testing.assert_close(emb.of_indices(z), emb(torch.nn.functional.one_hot(z, 4).float()))
