@@ -29,9 +29,11 @@ def git_commit() -> str:
 
 def bench_train(config: str, run_dir: Path, args, extra: list[str], log_every: int = 50) -> dict:
     """Train `config` into run_dir with the benchmark's budget (args.preset, batch_size, steps,
-    minutes, seed, progress, overrides; args.data for kjv); returns steps, wall time, tokens/s."""
+    minutes of this process's CPU time, so that runs sharing the cores get equal compute; seed,
+    progress, overrides; args.data for kjv); returns steps, wall and CPU time, tokens/s."""
     over = [f"model.preset={args.preset}", f"train.batch_size={args.batch_size}", f"train.out_dir={run_dir}",
-            f"train.max_steps={args.steps}", f"train.max_minutes={args.minutes}", f"train.log_every={log_every}",
+            f"train.max_steps={args.steps}", f"train.max_minutes={args.minutes}", "train.budget_clock=cpu",
+            f"train.log_every={log_every}",
             "train.ckpt_every=100000", "train.eval_every=0", f"train.progress={str(args.progress).lower()}",
             f"train.seed={args.seed}", *extra, *args.overrides]
     if args.dataset == "kjv":
@@ -40,4 +42,5 @@ def bench_train(config: str, run_dir: Path, args, extra: list[str], log_every: i
     summary = train(load_config(config, over))
     if summary["status"] == "interrupted":
         raise SystemExit(f"interrupted while training {run_dir}; finished runs are in the JSON")
-    return {"steps": summary["step"], "wall_s": time.time() - t0, "tokens_per_s": summary["tokens_per_s"]}
+    return {"steps": summary["step"], "wall_s": time.time() - t0, "cpu_s": summary["budget_s"],
+            "tokens_per_s": summary["tokens_per_s"]}

@@ -1,11 +1,20 @@
-"""EDM vs DisCo-Diff on the 8-Gaussian toy (issue: DisCo-Diff; METHODS.md §4; paper: W2 0.118
-DisCo-Diff vs 0.27 EDM). Both train the same 4-layer MLP denoiser for the same steps and batch;
-DisCo-Diff adds the 3-layer encoder (m = 1, k = 8) and its AR prior (stage 2). Reports exact W2
-to fresh data at several NFE (3 sample seeds; the W2 between two data sets of the same size is the
-noise floor: mostly the multinomial imbalance of the 8 components), ODE curvature κ(σ), Jacobian
-norm and loss against σ, and latent switching. Writes benchmarks/results/discodiff_toy.{json,md,png}.
+"""DisCo-Diff against its latent-free twin at equal optimizer steps and batch (issue: DisCo-Diff;
+METHODS.md §4). Three settings (--dataset):
 
-    python benchmarks/discodiff.py --steps 5000
+- gaussians8: EDM vs DisCo-Diff on the 8-Gaussian toy (paper: W2 0.118 vs 0.27). Same 4-layer MLP
+  denoiser; DisCo-Diff adds the 3-layer encoder (m = 1, k = 8) and its AR prior (stage 2). Exact W2
+  to fresh data at several NFE (3 sample seeds; the W2 between two data sets of the same size is
+  the noise floor), ODE curvature κ(σ) (mean and median over trajectories, float64), Jacobian norm
+  and loss against σ, latent switching. → discodiff_toy.{json,md,png}
+- digits: EDM vs DisCo-Diff (m = 4, k = 16) on 8×8 digits as continuous vectors: FD-digits at several
+  Heun step counts, curvature/Jacobian/loss. → discodiff_digits.{json,md,png}
+- mixture: difformer vs discodiff-embed (m = 1, k = 16) on the categorical mixture: bits/token
+  (DisCo-Diff's bound adds the prior's NLL of the latents) and sample metrics at several steps.
+  → discodiff_mixture.{json,md,png}
+
+    python benchmarks/discodiff.py --dataset gaussians8 --steps 5000
+    python benchmarks/discodiff.py --dataset digits --steps 4000
+    python benchmarks/discodiff.py --dataset mixture --steps 1500
 """
 
 from __future__ import annotations
@@ -27,24 +36,28 @@ from common import git_commit, machine  # noqa: E402
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
 from catdiff.diagnose import ode_record, plot_ode  # noqa: E402
-from catdiff.evaluate import draw_samples, load_run  # noqa: E402
+from catdiff.evaluate import draw_samples, likelihood, load_run, step_sweep  # noqa: E402
 from catdiff.ode_diagnostics import switch_latents  # noqa: E402
 from catdiff.train import train  # noqa: E402
 
 HEUN_STEPS = (5, 10, 25, 50)
+PAIRS = {"gaussians8": ("edm", "discodiff"), "digits": ("edm", "discodiff"),
+         "mixture": ("difformer", "discodiff-embed")}
+EMBED_STEPS = (4, 8, 16, 32, 64, 128)
 
 
 def train_one(name: str, args) -> dict:
-    run = Path(args.runs) / name
+    run = Path(args.runs) / args.dataset / name
     shutil.rmtree(run, ignore_errors=True)
     over = [f"train.out_dir={run}", f"train.max_steps={args.steps}", "train.progress=false",
             f"train.seed={args.seed}", *args.overrides]
-    if name == "discodiff":
+    latents = name.startswith("discodiff")
+    if latents:
         over.append(f"method.prior_steps={args.prior_steps}")
     t0 = time.time()
-    summary = train(load_config(f"configs/{name}/gaussians8.yaml", over))
+    summary = train(load_config(f"configs/{name}/{args.dataset}.yaml", over))
     return {"run": str(run), "wall_s": time.time() - t0, "steps": summary.get("stage1", summary)["step"],
-            "prior_steps": summary["step"] if name == "discodiff" else 0}
+            "prior_steps": summary["step"] if latents else 0}
 
 
 def reference(ds, n: int, seed: int) -> torch.Tensor:
@@ -107,26 +120,28 @@ def plot_samples(samples: dict, real: torch.Tensor, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=5000, help="stage-1 / EDM optimizer steps (equal budget)")
-    p.add_argument("--prior-steps", type=int, default=1000)
-    p.add_argument("--num-samples", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", default="runs/bench_discodiff")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
-    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
-           "budget": {"steps": args.steps, "prior_steps": args.prior_steps}, "methods": {}}
+def curvature_summary(res: dict, a: str, b: str) -> str:
+    """Mean over the σ grid of each method's κ statistics, and the share of grid points where b's is lower."""
+    parts = []
+    for key, label in (("curvature", "mean κ"), ("curvature_median", "median κ")):
+        ca, cb = res["methods"][a]["ode"][key], res["methods"][b]["ode"][key]
+        lower = sum(kb < ka for (_, ka), (_, kb) in zip(ca, cb, strict=True)) / len(ca)
+        big = [(ka, kb) for (s, ka), (_, kb) in zip(ca, cb, strict=True) if s >= 1.0]
+        lower_big = sum(kb < ka for ka, kb in big) / max(len(big), 1)
+        parts.append(f"{label} averaged over the σ grid: {a} {np.mean([k for _, k in ca]):.4g}, "
+                     f"{b} {np.mean([k for _, k in cb]):.4g}; {b}'s is lower at {100 * lower:.0f}% of the "
+                     f"{len(ca)} grid points ({100 * lower_big:.0f}% of those with σ ≥ 1)")
+    return ". ".join(parts) + "."
+
+
+def run_toy(args, res: dict, out: Path) -> str:
     samples, records = {}, []
-    for name in ("edm", "discodiff"):
+    for name in PAIRS["gaussians8"]:
         print(f"[{name}] ...", flush=True)
         info = train_one(name, args)
         cfg, m, ds = load_run(info["run"])
         r = {"train": info, "w2": w2_rows(m, ds, cfg.sample, args.num_samples)}
-        rec = ode_record(m, ds, n=512, seed=0)
-        r["ode"] = rec
+        r["ode"] = rec = ode_record(m, ds, n=512, seed=0)
         records.append(rec)
         if name == "discodiff":
             r["switching"] = switching(m, ds)
@@ -137,9 +152,6 @@ def main(argv=None) -> int:
     floor = [metrics.wasserstein2(ds.sample(args.num_samples, torch.Generator().manual_seed(20_000 + i)),
                                   reference(ds, args.num_samples, i)) for i in range(3)]
     res["w2_noise_floor"] = {"mean": float(np.mean(floor)), "values": floor}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "discodiff_toy.json").write_text(json.dumps(res, indent=1))
     plot_ode(records, out / "discodiff_toy_ode.png", labels=list(res["methods"]))
     plot_samples(samples, real[:args.num_samples], out / "discodiff_toy_samples.png")
     rows = []
@@ -150,20 +162,78 @@ def main(argv=None) -> int:
             row[f"{name} W2"] = r["w2"][h]["w2"]
             row[f"{name} ±"] = r["w2"][h]["w2_se"]
         rows.append(row)
-    kap = {n: float(np.mean([k for _, k in r["ode"]["curvature"]])) for n, r in res["methods"].items()}
-    lower = {}
-    c_e, c_d = res["methods"]["edm"]["ode"]["curvature"], res["methods"]["discodiff"]["ode"]["curvature"]
-    lower = sum(d[1] < e[1] for e, d in zip(c_e, c_d, strict=True)) / len(c_e)
-    md = (f"# EDM vs DisCo-Diff on the 8-Gaussian toy\n\nCommand: `{res['command']}`  \nCommit: "
-          f"`{res['git_commit']}`\n\n" + metrics.format_table(rows, list(rows[0])) +
-          f"\n\nW2 noise floor (two independent data sets of {args.num_samples}): "
-          f"{res['w2_noise_floor']['mean']:.4f}. "
-          f"Mean curvature over the σ grid: " + ", ".join(f"{n} {v:.4g}" for n, v in kap.items()) +
-          f"; DisCo-Diff's κ is below EDM's at {100 * lower:.0f}% of the grid points.\n\n"
-          "Latent switching (DisCo-Diff; latent a until σ_switch, then b):\n\n" +
-          metrics.format_table(res["methods"]["discodiff"]["switching"], ["sigma_switch", "share_ending_in_b"]) +
-          "\n\n![samples](discodiff_toy_samples.png)\n\n![ode](discodiff_toy_ode.png)\n")
-    (out / "discodiff_toy.md").write_text(md)
+    return (f"# EDM vs DisCo-Diff on the 8-Gaussian toy\n\nCommand: `{res['command']}`  \nCommit: "
+            f"`{res['git_commit']}`\n\n" + metrics.format_table(rows, list(rows[0])) +
+            f"\n\nW2 noise floor (two independent data sets of {args.num_samples}): "
+            f"{res['w2_noise_floor']['mean']:.4f}. " + curvature_summary(res, "edm", "discodiff") +
+            "\n\nLatent switching (DisCo-Diff; latent a until σ_switch, then b):\n\n" +
+            metrics.format_table(res["methods"]["discodiff"]["switching"], ["sigma_switch", "share_ending_in_b"]) +
+            "\n\n![samples](discodiff_toy_samples.png)\n\n![ode](discodiff_toy_ode.png)\n")
+
+
+def run_pair(args, res: dict, out: Path) -> str:
+    """digits (FD-digits by Heun steps + ODE diagnostics) or mixture (bits/token + sample metrics)."""
+    a, b = PAIRS[args.dataset]
+    steps_list = HEUN_STEPS if args.dataset == "digits" else EMBED_STEPS
+    records = []
+    for name in (a, b):
+        print(f"[{name}] ...", flush=True)
+        info = train_one(name, args)
+        cfg, m, ds = load_run(info["run"])
+        r = {"train": info}
+        if m.has_likelihood:
+            r["likelihood"] = likelihood(m, ds, "test", passes=2, max_examples=1024, batch_size=256)
+        r["samples"] = step_sweep(m, ds, steps_list, replace(cfg.sample, seed=0, batch_size=args.num_samples),
+                                  args.num_samples, progress=False)
+        if args.dataset == "digits":
+            r["ode"] = rec = ode_record(m, ds, n=256, seed=0)
+            records.append(rec)
+        res["methods"][name] = r
+    first = "fd_digits" if args.dataset == "digits" else "excess"
+    second = "coherence" if args.dataset == "mixture" else None
+    rows = []
+    for i, k in enumerate(steps_list):
+        row = {"steps": k}
+        for name, r in res["methods"].items():
+            s = r["samples"][i]
+            row[f"{name} nfe"] = s["nfe"]
+            row[f"{name} {first}"] = s[first]
+            if second:
+                row[f"{name} {second}"] = s[second]
+        rows.append(row)
+    train_rows = [{"method": n, "steps": r["train"]["steps"], "prior steps": r["train"]["prior_steps"],
+                   "wall_s": r["train"]["wall_s"],
+                   **({"bits/token": r["likelihood"]["bits_per_token"]} if "likelihood" in r else {})}
+                  for n, r in res["methods"].items()]
+    stem = f"discodiff_{args.dataset}"
+    md = (f"# {a} vs {b} on `{args.dataset}` (equal optimizer steps and batch)\n\nCommand: `{res['command']}`  \n"
+          f"Commit: `{res['git_commit']}`\n\n" + metrics.format_table(train_rows, list(train_rows[0])) +
+          "\n\n" + metrics.format_table(rows, list(rows[0])) + "\n")
+    if records:
+        plot_ode(records, out / f"{stem}_ode.png", labels=[a, b])
+        md += "\n" + curvature_summary(res, a, b) + f"\n\n![ode]({stem}_ode.png)\n"
+    return md
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=list(PAIRS), default="gaussians8")
+    p.add_argument("--steps", type=int, default=5000, help="stage-1 / twin optimizer steps (equal budget)")
+    p.add_argument("--prior-steps", type=int, default=1000)
+    p.add_argument("--num-samples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs/bench_discodiff")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args(argv)
+    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
+           "dataset": args.dataset, "budget": {"steps": args.steps, "prior_steps": args.prior_steps}, "methods": {}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = run_toy(args, res, out) if args.dataset == "gaussians8" else run_pair(args, res, out)
+    stem = "discodiff_toy" if args.dataset == "gaussians8" else f"discodiff_{args.dataset}"
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    (out / f"{stem}.md").write_text(md)
     print(md)
     return 0
 

@@ -56,6 +56,7 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
     max_minutes: float = 0.0  # >0: stop (and checkpoint) after this wall time
+    budget_clock: str = "wall"  # max_minutes counts wall | cpu (this process's CPU time: fair when runs share cores)
     init_from: str = ""  # run dir whose weights (EMA if saved) initialise a new run (e.g. LDDM-SEQ stage 2)
 
 
@@ -248,6 +249,8 @@ def build_config(raw: dict) -> Config:
     cfg.method = registry.validate_method_section(cfg.method)
     cfg.data = registry.validate_data_section(cfg.data)
     registry.model_preset(cfg.model)  # validates the preset name
+    if cfg.train.budget_clock not in ("wall", "cpu"):
+        raise ConfigError(f"train.budget_clock must be wall or cpu, got {cfg.train.budget_clock!r}")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
     for key, val in (("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size),

@@ -6,6 +6,7 @@ the run layout and the methods' public hooks, not how the run was trained.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -83,24 +84,28 @@ def plot_diagnostics(records: list[dict], path: str | Path, labels: list[str] | 
 
 
 def ode_record(method, dataset, n: int = 512, steps: int = 50, seed: int = 0) -> dict:
-    """Curvature κ(σ), E‖∇G‖²(σ) and loss(σ) of an EDM-style method (latents from its prior)."""
+    """Curvature κ(σ) (mean and median over n trajectories), E‖∇G‖²(σ) and loss(σ) of an EDM-style
+    method (latents from its prior), all computed on a float64 copy of the method."""
     from . import ode_diagnostics as od
     from .config import SampleConfig
 
+    method = copy.deepcopy(method).double()
+    y = dataset.split("test")[:n].to(method.device, torch.float64)
+    n = len(y)  # the Jacobian and loss run on held-out points under the same latents
     g = torch.Generator(device=method.device).manual_seed(seed)
     cond, _ = method.latent_condition(n, SampleConfig(), g, None)
     D = method.ode_denoiser(cond)
-    sig = method.sigmas(steps)
-    x = float(sig[0]) * torch.randn((n, method.seq_len), generator=g, device=method.device)
+    sig = method.sigmas(steps).double()
+    x = float(sig[0]) * torch.randn((n, method.seq_len), generator=g, device=method.device, dtype=torch.float64)
     kappa = od.curvature_along_trajectories(D, x, sig)
-    y = dataset.split("test")[:n].to(method.device)
     grid = [float(v) for v in sig[:-1:5]]
     jac = [(s, od.jacobian_norm(D, y + s * torch.randn(y.shape, generator=g, device=y.device), s)) for s in grid]
 
     def loss(y_, s_):
         return method.denoising_loss(y_, g, sigma=s_, train=False)
 
-    return {"method": method.name, "curvature": kappa, "jacobian": jac, "loss": od.loss_by_sigma(loss, y, grid)}
+    return {"method": method.name, "curvature": [(s, k) for s, k, _ in kappa],
+            "curvature_median": [(s, k) for s, _, k in kappa], "jacobian": jac, "loss": od.loss_by_sigma(loss, y, grid)}
 
 
 def diagnose_ode(run_dir: Path, method, dataset, n: int = 512, seed: int = 0, plot: bool = True) -> dict:
@@ -123,7 +128,10 @@ def plot_ode(records: list[dict], path: str | Path, labels: list[str] | None = N
     for r, lab in zip(records, labels, strict=True):
         for ax, k, title in zip(axes, ("curvature", "jacobian", "loss"),
                                 ("ODE curvature κ(σ)", "E‖∇ₓG‖²_F", "weighted loss(σ)"), strict=True):
-            ax.plot([p[0] for p in r[k]], [p[1] for p in r[k]], "o-", ms=3, label=lab)
+            line, = ax.plot([p[0] for p in r[k]], [p[1] for p in r[k]], "o-", ms=3, label=lab)
+            if k == "curvature" and r.get("curvature_median"):
+                ax.plot([p[0] for p in r["curvature_median"]], [p[1] for p in r["curvature_median"]], "--",
+                        color=line.get_color(), label=f"{lab} (median)")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("σ (= t)")

@@ -27,7 +27,7 @@ from .errors import CheckpointError, ConfigError, TrainingError
 
 # keys that may differ between a run and its resumption
 RESUMABLE_CHANGES = {"train.max_steps", "train.ckpt_every", "train.log_every", "train.eval_every",
-                     "train.progress", "train.max_minutes", "train.device", "train.tensorboard",
+                     "train.progress", "train.max_minutes", "train.budget_clock", "train.device", "train.tensorboard",
                      "train.eval_batches", "sample", "eval", "method.prior_steps"}
 
 
@@ -266,6 +266,8 @@ class Trainer:
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (tc.progress and self.is_main),
                    desc=f"train {self.method.name}", dynamic_ncols=True, mininterval=1.0)
         t0, tokens, last_ckpt_step = time.time(), 0, self.step
+        clock = time.process_time if tc.budget_clock == "cpu" else time.time
+        budget_t0 = clock()
         status = "done"
         if self.step == 0 and self.is_main:
             init = self.method.diagnostics()  # e.g. the embedding spread before any update
@@ -306,7 +308,8 @@ class Trainer:
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     elapsed = time.time() - t0
                     rec = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
-                           "tokens_per_s": tokens / max(elapsed, 1e-9), "elapsed_s": elapsed}
+                           "tokens_per_s": tokens / max(elapsed, 1e-9), "elapsed_s": elapsed,
+                           "budget_s": clock() - budget_t0}
                     if out.nll is not None:  # methods whose training loss is not a bound leave it None
                         rec["bits_per_token"] = float(out.nll.mean()) / self.dataset.seq_len / math.log(2)
                     rec.update({k: float(v) for k, v in out.metrics.items()})
@@ -315,7 +318,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 if tc.eval_every and self.step % tc.eval_every == 0:
                     self._log({"step": self.step, **self.validate()})
-                stop_time = tc.max_minutes > 0 and (time.time() - t0) > 60 * tc.max_minutes
+                stop_time = tc.max_minutes > 0 and (clock() - budget_t0) > 60 * tc.max_minutes
                 paused = until_step is not None and self.step >= until_step
                 flag = torch.tensor(float(interrupt.hit or stop_time or paused))
                 if self.world > 1:
@@ -329,7 +332,7 @@ class Trainer:
         bar.close()
         if status == "done" and last_ckpt_step != self.step:
             self.save()
-        summary = {"status": status, "step": self.step, "elapsed_s": time.time() - t0,
+        summary = {"status": status, "step": self.step, "elapsed_s": time.time() - t0, "budget_s": clock() - budget_t0,
                    "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
         if status not in ("interrupted", "paused"):
             summary.update(self.validate())

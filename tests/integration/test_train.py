@@ -186,3 +186,21 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert len(st["rng_gen"]) == 2  # both ranks' noise streams are checkpointed
     assert all(math.isfinite(v) for v in losses(out).values())
     assert signal  # keep import used
+
+
+def test_cpu_clock_budget_counts_this_process_only(tmp_path, monkeypatch):
+    """budget_clock=cpu stops on process CPU time: a wall clock that jumps an hour per call (a
+    machine shared with other runs) does not stop it, and the budget it reports is CPU time."""
+    import catdiff.train as tr
+
+    fake = iter(range(0, 10**9, 3600))
+    monkeypatch.setattr(tr.time, "time", lambda: float(next(fake)))
+    cfg = cfg_for(tmp_path, "train.max_steps=100000", "train.max_minutes=0.01", "train.budget_clock=cpu",
+                  "train.ckpt_every=100000")
+    t0 = time.process_time()
+    summary = train(cfg)
+    used = time.process_time() - t0
+    assert summary["status"] == "time limit" and summary["step"] > 1
+    assert 0.6 <= summary["budget_s"] <= used
+    with pytest.raises(Exception, match="budget_clock must be wall or cpu"):
+        cfg_for(tmp_path, "train.budget_clock=gpu")
