@@ -49,7 +49,8 @@ def _cmd_sample(args) -> int:
                  early_stop=args.early_stop if args.early_stop is not None else sc.early_stop,
                  guidance=sc.guidance if args.guidance is None else args.guidance,
                  latent_steps=args.latent_steps or sc.latent_steps)
-    out, sec = draw_samples(method, sc.num_samples, sc)
+    condition = _condition_from_args(args, dataset, method.seq_len)
+    out, sec = draw_samples(method, sc.num_samples, sc, condition)
     x = out.samples
     if dataset.kind == "image" or hasattr(dataset, "save_grid"):
         path = Path(args.out or Path(args.run) / f"samples_steps{sc.steps}_seed{sc.seed}.png")
@@ -64,6 +65,37 @@ def _cmd_sample(args) -> int:
             print(text)
     print(f"steps={sc.steps} nfe={out.nfe} sec/sample={sec:.4g}", file=sys.stderr)
     return 0
+
+
+def _condition_from_args(args, dataset, seq_len: int):
+    """--prompt (a prefix; for seq2seq runs, the source) or --infill (a template whose '_' are free
+    positions) as a Condition; text datasets encode with their tokenizer, token datasets read
+    space-separated ids, vector datasets numbers."""
+    from .conditioning import Condition, from_template, template
+    from .errors import ConfigError
+
+    if args.prompt is None and args.infill is None:
+        return None
+    if args.prompt is not None and args.infill is not None:
+        raise ConfigError("give --prompt or --infill, not both")
+    try:
+        if dataset.kind == "seq2seq":
+            if args.infill is not None:
+                raise ConfigError("a seq2seq run takes its source as --prompt")
+            return Condition.leading(dataset.prompt_canvas(args.prompt)[None], dataset.cond_len)
+        if dataset.kind == "text":
+            encode = dataset.encode
+        elif dataset.kind == "vector":
+            def encode(seg):
+                return [float(v) for v in seg.split()]
+        else:
+            def encode(seg):
+                return [int(v) for v in seg.split()]
+        if args.prompt is not None:
+            return from_template(list(encode(args.prompt)), seq_len)
+        return template(args.infill, encode, seq_len)
+    except ValueError as e:
+        raise ConfigError(f"cannot read the condition: {e}") from None
 
 
 def _cmd_eval(args) -> int:
@@ -135,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--early-stop", type=int, default=None, help="Gaussian methods: grid points skipped at the end")
     s.add_argument("--guidance", type=float, default=None, help="LDDM: latent guidance weight w (0 = off)")
     s.add_argument("--latent-steps", type=int, default=None, help="LDDM-SEQ: steps of the latent chain")
+    s.add_argument("--prompt", default=None, help="fixed prefix (text, or space-separated token ids); "
+                                                  "for seq2seq runs the source")
+    s.add_argument("--infill", default=None, help="template with '_' for each free position, e.g. 'The ___ of ___'")
     s.add_argument("--out", default=None, help="output file (text, or PNG for images)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=_cmd_sample)

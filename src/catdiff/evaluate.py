@@ -14,6 +14,7 @@ import torch
 
 from . import checkpoint as ckpt_io
 from . import metrics, registry
+from .conditioning import Condition
 from .config import SampleConfig, build_config
 from .errors import CheckpointError
 from .structs import SampleOutput
@@ -36,7 +37,7 @@ def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
         raise CheckpointError(f"vocabulary mismatch: dataset gives K={dataset.vocab_size}, L={dataset.seq_len}, "
                               f"checkpoint expects K={meta['vocab_size']}, L={meta['seq_len']}")
     dev = resolve_device(device)
-    method = registry.build_method(cfg, dataset.vocab_size, dataset.seq_len)
+    method = registry.build_method(cfg, dataset.vocab_size, dataset.seq_len, getattr(dataset, "cond_len", 0))
     weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors")
     ckpt_io.load_weights(method, weights)
     return cfg, method.to(dev).eval(), dataset
@@ -60,7 +61,7 @@ def likelihood(method, dataset, split: str = "test", passes: int = 4, max_exampl
         acc.update(per.double().cpu())
     if not method.has_likelihood:  # no bound: the held-out training loss, for reference
         return {"split": split, "n": int(acc.count), "loss": acc.mean, "loss_se": acc.stderr}
-    L = dataset.seq_len
+    L = dataset.seq_len - getattr(dataset, "cond_len", 0)  # seq2seq: bits per target token
     out = {"split": split, "n": int(acc.count), "nelbo_nats": acc.mean, "nelbo_nats_se": acc.stderr,
            "bits_per_token": metrics.bits_per_token(acc.mean, L), "ppl_bound": metrics.perplexity_bound(acc.mean, L)}
     if dataset.exact:
@@ -70,14 +71,19 @@ def likelihood(method, dataset, split: str = "test", passes: int = 4, max_exampl
 
 
 @torch.no_grad()
-def draw_samples(method, n: int, cfg: SampleConfig) -> tuple[SampleOutput, float]:
+def draw_samples(method, n: int, cfg: SampleConfig, condition: Condition | None = None) -> tuple[SampleOutput, float]:
     """n samples in batches of cfg.batch_size from one generator seeded by cfg.seed; returns the
-    samples and the wall time per sample in seconds."""
+    samples and the wall time per sample in seconds. `condition`: one row for all samples, or n
+    rows (one per sample, e.g. seq2seq sources)."""
     g = torch.Generator(device=method.device).manual_seed(cfg.seed)
     outs, nfe = [], 0
     t0 = time.perf_counter()
     for i in range(0, n, cfg.batch_size):
-        o = method.sample(min(cfg.batch_size, n - i), cfg, g)
+        b = min(cfg.batch_size, n - i)
+        c = condition
+        if c is not None and c.values.shape[0] > 1:
+            c = Condition(c.values[i:i + b], c.fixed[i:i + b])
+        o = method.sample(b, cfg, g, condition=c)
         outs.append(o.samples.cpu())
         nfe = max(nfe, o.nfe)
     dt = time.perf_counter() - t0
@@ -103,6 +109,23 @@ def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
     return out
 
 
+def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "test") -> dict:
+    """Targets for the first n held-out sources (the source + separator fixed): exact match of the
+    whole target segment (padding included, so the length must be right too), token accuracy,
+    length accuracy, and corpus BLEU / chrF of the rendered targets (sacrebleu)."""
+    x = dataset.split(split)[:n]
+    out, sec = draw_samples(method, len(x), cfg, Condition.leading(x, dataset.cond_len))
+    hyp, ref = dataset.target(out.samples), dataset.target(x)
+    render = getattr(dataset, "detokenize", None) or (lambda seq: dataset.render(dataset.symbols(seq)))
+    hyp_s, ref_s = [render(r) for r in hyp], [render(r) for r in ref]
+    return {"steps": cfg.steps, "nfe": out.nfe, "sec_per_sample": sec, "n_samples": len(x),
+            "exact_match": float((hyp == ref).all(1).float().mean()),
+            "token_accuracy": float((hyp == ref).float().mean()),
+            "length_accuracy": float((dataset.target_length(out.samples) == dataset.target_length(x)).float().mean()),
+            "bleu": metrics.bleu(hyp_s, ref_s), "chrf": metrics.chrf(hyp_s, ref_s),
+            "examples": [f"{dataset.decode(a)}   [ref {r}]" for a, r in zip(out.samples[:3], ref_s[:3], strict=False)]}
+
+
 def step_sweep(method, dataset, steps_list, cfg: SampleConfig, num_samples: int, judge=None,
                progress: bool = True) -> list[dict]:
     """One row of sample metrics per step count (the few-step curve of DESIGN.md §4)."""
@@ -110,6 +133,9 @@ def step_sweep(method, dataset, steps_list, cfg: SampleConfig, num_samples: int,
 
     rows = []
     for steps in tqdm(list(steps_list), desc="sampling", disable=not progress):
+        if dataset.kind == "seq2seq":  # targets generated for held-out sources
+            rows.append(seq2seq_report(method, dataset, replace(cfg, steps=int(steps)), num_samples))
+            continue
         out, sec = draw_samples(method, num_samples, replace(cfg, steps=int(steps)))
         row = {"steps": int(steps), "nfe": out.nfe, "sec_per_sample": sec}
         row.update(sample_report(out.samples, dataset, judge))
@@ -153,7 +179,8 @@ def render(result: dict) -> str:
     rows = result["samples"]
     if rows:
         cols = ["steps", "nfe"] + [k for k in ("w2", "sample_nll", "excess", "coherence", "component_kl", "fd_digits",
-                                              "gen_ppl", "unigram_entropy", "distinct_2") if k in rows[0]]
+                                              "gen_ppl", "unigram_entropy", "distinct_2", "exact_match",
+                                              "token_accuracy", "length_accuracy", "bleu", "chrf") if k in rows[0]]
         lines.append(metrics.format_table(rows, cols + ["sec_per_sample"]))
     return "\n".join(lines) + "\n"
 

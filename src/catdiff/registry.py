@@ -25,6 +25,8 @@ DATASETS: dict[str, str] = {
     "digits": "catdiff.data.images:Digits",
     "text": "catdiff.data.text:TextDataset",
     "hub_text": "catdiff.data.hub:HubTextDataset",
+    "seq2seq": "catdiff.data.seq2seq:SyntheticSeq2Seq",
+    "parallel_text": "catdiff.data.parallel:ParallelTextDataset",
 }
 
 SAMPLERS: dict[str, str] = {
@@ -175,6 +177,10 @@ def build_joint_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: in
         **model_preset(model_cfg)))
 
 
-def build_method(cfg, vocab_size: int, seq_len: int):
+def build_method(cfg, vocab_size: int, seq_len: int, cond_len: int = 0):
+    """The configured method for data of K = vocab_size, L = seq_len; cond_len > 0 (seq2seq data)
+    makes the first cond_len positions a clean condition (methods.base.Method.cond_len)."""
     cls, opts = method_options(cfg.method)
-    return cls(opts, cfg.model, vocab_size, seq_len)
+    method = cls(opts, cfg.model, vocab_size, seq_len)
+    method.cond_len = cond_len
+    return method

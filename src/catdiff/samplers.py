@@ -135,6 +135,7 @@ def sample_gaussian(
     clamp: Callable[[torch.Tensor], torch.Tensor] | None = None,
     early_stop: int = 0,
     eta: float = 0.0,
+    anchor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Reverse Gaussian diffusion from z (B, L, d) at t_max; returns (logits of the last call, nfe).
@@ -148,6 +149,8 @@ def sample_gaussian(
     (Dieleman et al. 2022, §3.2): ∇ log p(z_t) ≈ (a ẑ_0 - z_t)/s².
     clamp: map ẑ_0 to the nearest clean embedding before it is used (Diffusion-LM §4.2).
     early_stop: skip the last `early_stop` grid points (Difformer decodes after 15 of 20 calls).
+    anchor(z_t, t): re-imposes known parts of z_t before every network call (conditioning:
+    fixed positions get their noised or clean embeddings, DiffuSeq-style).
     The tokens are the argmax (or a draw) of the returned logits: the caller decodes.
     """
     if kind not in GAUSSIAN_SAMPLERS:
@@ -173,6 +176,8 @@ def sample_gaussian(
 
     for j in range(n_points):
         t = grid[j]
+        if anchor is not None:
+            z = anchor(z, t)
         x0, logits = call(z, t)
         if callback is not None:
             callback(j, z, x0)
@@ -188,6 +193,8 @@ def sample_gaussian(
             d1 = (x - x0) / sig_t  # dx/dσ at t
             x_r = x + (sig_r - sig_t) * d1
             if kind == "heun":
+                if anchor is not None:
+                    x_r = anchor(a_r * x_r, r) / a_r
                 x0_r, _ = call(a_r * x_r, r)
                 d2 = (x_r - x0_r) / sig_r
                 x_r = x + (sig_r - sig_t) * 0.5 * (d1 + d2)
@@ -272,12 +279,14 @@ def sample_edm(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
+    anchor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Probability-flow ODE dx/dσ = (x - D(x; σ))/σ along `sigmas` (decreasing, e.g.
     edm.karras_sigmas); x starts at σ_0 (x = σ_0 n). "euler": first order; "heun": EDM Alg. 1 (2nd
     order, no correction on a step to σ = 0). s_churn > 0 adds EDM Alg. 2's stochastic churn:
-    σ̂ = σ (1 + γ), x ← x + sqrt(σ̂² - σ²) S_noise ε before each step. Returns (x, network calls)."""
+    σ̂ = σ (1 + γ), x ← x + sqrt(σ̂² - σ²) S_noise ε before each step. anchor(x, σ) re-imposes known
+    coordinates before every network call (inpainting). Returns (x, network calls)."""
     from .processes.edm import churn_gamma
 
     if kind not in ("euler", "heun"):
@@ -291,11 +300,15 @@ def sample_edm(
         if gamma > 0:
             eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + (s_hat ** 2 - s_cur ** 2) ** 0.5 * s_noise * eps
+        if anchor is not None:
+            x = anchor(x, torch.tensor(s_hat, dtype=x.dtype, device=x.device))
         d0 = denoise(x, torch.full((B,), s_hat, device=x.device, dtype=x.dtype))
         nfe += 1
         d = (x - d0) / s_hat
         x_next = x + (s_next - s_hat) * d
         if kind == "heun" and s_next > 0:
+            if anchor is not None:
+                x_next = anchor(x_next, torch.tensor(s_next, dtype=x.dtype, device=x.device))
             d1 = denoise(x_next, torch.full((B,), s_next, device=x.device, dtype=x.dtype))
             nfe += 1
             x_next = x + (s_next - s_hat) * 0.5 * (d + (x_next - d1) / s_next)

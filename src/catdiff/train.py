@@ -126,7 +126,8 @@ class Trainer:
         self.dataset = (registry.rebuild_dataset(self.meta["dataset"]) if self.meta
                         else registry.build_dataset(cfg.data))
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        self.method = registry.build_method(cfg, self.dataset.vocab_size, self.dataset.seq_len).to(self.device)
+        self.method = registry.build_method(cfg, self.dataset.vocab_size, self.dataset.seq_len,
+                                             getattr(self.dataset, "cond_len", 0)).to(self.device)
         if tc.init_from and existing is None:
             self._init_from(Path(tc.init_from))
         if cfg.model.compile:

@@ -36,13 +36,17 @@ class AR(Method):
         logp = torch.log_softmax(logits.float(), dim=-1)
         return -logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
+    def _target_nll(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) -log p(x) in nats; seq2seq: -log p(target | source)."""
+        return self.token_nll(x)[:, self.cond_len:].sum(-1)
+
     def forward(self, x, generator=None) -> LossOutput:
-        nll = self.token_nll(x).sum(-1)  # (B,)
-        return LossOutput(loss=nll.mean() / self.seq_len, nll=nll.detach())
+        nll = self._target_nll(x)  # (B,)
+        return LossOutput(loss=nll.mean() / (self.seq_len - self.cond_len), nll=nll.detach())
 
     @torch.no_grad()
     def nelbo(self, x, generator=None):
-        return self.token_nll(x).sum(-1).double()
+        return self._target_nll(x).double()
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,15 +54,26 @@ class AR(Method):
         return -self.nelbo(x)
 
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None) -> SampleOutput:
-        """Ancestral sampling, one token per network call with a KV cache (L calls)."""
+    def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
+        """Ancestral sampling with a KV cache, one network call per free position after the common
+        fixed prefix (fed in one call). Later fixed positions are forced as they come: the model
+        then sees only their left context (exact for prefixes, not for general infilling)."""
         opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
+        cond = self._condition(condition, n)
+        p = cond.prefix_length() if cond is not None else 0
         cache = self.net.new_cache(n)
-        tok = torch.full((n, 1), self.bos_id, dtype=torch.long, device=self.device)
         out = torch.empty((n, self.seq_len), dtype=torch.long, device=self.device)
-        for i in range(self.seq_len):
+        tok = torch.full((n, 1), self.bos_id, dtype=torch.long, device=self.device)
+        if p:
+            out[:, :p] = cond.values[:, :p]
+            tok = torch.cat([tok, out[:, :p]], 1)[:, :self.seq_len]
+        calls = 0
+        for i in range(p, self.seq_len):
             logits = self.net(tok, cache=cache)[:, -1]  # (n, K)
+            calls += 1
             nxt = draw_categorical(torch.log_softmax(logits.float(), -1), generator, opts)
+            if cond is not None:
+                nxt = torch.where(cond.fixed[:, i], cond.values[:, i], nxt)
             out[:, i] = nxt
             tok = nxt.unsqueeze(1)
-        return SampleOutput(samples=out, nfe=self.seq_len)
+        return SampleOutput(samples=out, nfe=calls)

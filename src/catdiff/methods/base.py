@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..conditioning import Condition
 from ..config import ModelConfig, SampleConfig
 from ..structs import LossOutput, SampleOutput
 
@@ -30,6 +31,9 @@ class Method(nn.Module):
     # False for methods without a likelihood bound (EDM on continuous data): validation and
     # evaluation then report `validation_loss` instead of bits
     has_likelihood: bool = True
+    # seq2seq data: the first cond_len positions (source + separator) are a clean condition, never
+    # noised in training, excluded from the loss and bound, and fixed in sampling (set by the builder)
+    cond_len: int = 0
 
     def __init__(self, options, model_cfg: ModelConfig, vocab_size: int, seq_len: int):
         super().__init__()
@@ -50,9 +54,24 @@ class Method(nn.Module):
         """(B,) held-out loss of methods without a likelihood (has_likelihood = False)."""
         raise NotImplementedError
 
-    def sample(self, n: int, cfg: SampleConfig, generator: torch.Generator | None = None) -> SampleOutput:
-        """n samples (n, L) with `cfg.steps` steps (where meaningful)."""
+    def sample(self, n: int, cfg: SampleConfig, generator: torch.Generator | None = None,
+               condition: Condition | None = None) -> SampleOutput:
+        """n samples (n, L) with `cfg.steps` steps (where meaningful); with a condition, the
+        samples equal condition.values wherever condition.fixed (conditioning.py)."""
         raise NotImplementedError
+
+    def _condition(self, condition: Condition | None, n: int) -> Condition | None:
+        """The condition checked against this model and expanded to n rows on its device."""
+        if condition is None:
+            return None
+        condition.check(self.seq_len, self.vocab_size or None)
+        return condition.for_batch(n, self.device)
+
+    def target_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: the positions a seq2seq loss covers (all when cond_len = 0)."""
+        keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        keep[:, :self.cond_len] = False
+        return keep
 
     def diagnostics(self) -> dict:
         """Cheap scalars logged with every training record (e.g. embedding spread); none by default."""

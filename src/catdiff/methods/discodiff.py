@@ -112,15 +112,22 @@ class EDM(Method):
         return D
 
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None) -> SampleOutput:
-        """n vectors with cfg.steps Karras steps (Heun: 2·steps - 1 calls)."""
+    def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None, condition=None) -> SampleOutput:
+        """n vectors with cfg.steps Karras steps (Heun: 2·steps - 1 calls). A condition fixes
+        coordinates (inpainting): they are re-imposed as value + σ·noise before every call."""
         cond, info = self.latent_condition(n, cfg, generator, latents)
         x = self.options.sigma_max * torch.randn((n, self.seq_len), generator=generator, device=self.device)
         o = self.options
+        fixed = self._condition(condition, n)
+        anchor = None
+        if fixed is not None:
+            def anchor(x_, sigma):
+                noise = torch.randn(x_.shape, generator=generator, device=x_.device, dtype=x_.dtype)
+                return torch.where(fixed.fixed, fixed.values.to(x_.dtype) + sigma * noise, x_)
         x, nfe = sample_edm(self.ode_denoiser(cond, cfg.guidance), x, self.sigmas(cfg.steps).to(x.dtype),
-                            o.sampler, generator, s_churn=o.s_churn)
+                            o.sampler, generator, s_churn=o.s_churn, anchor=anchor)
         calls = nfe * (2 if cfg.guidance > 0 and cond is not None else 1)
-        return SampleOutput(samples=x, nfe=calls, info=info)
+        return SampleOutput(samples=x if fixed is None else fixed.impose(x), nfe=calls, info=info)
 
     def latent_condition(self, n, cfg, generator, latents):
         """(conditioning vector or None, info) for sampling n points; EDM has no latents."""
@@ -275,10 +282,11 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
         return cond_bound + self.prior.nelbo(z)
 
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None) -> SampleOutput:
+    def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None, condition=None) -> SampleOutput:
+        """The latents come from the unconditional prior: a condition reaches only the diffusion."""
         z = latents if latents is not None else self.prior.sample(n, cfg, generator).samples
         with self.conditioned_on(self.latent_emb.of_indices(z)):
-            out = super().sample(n, cfg, generator)
+            out = super().sample(n, cfg, generator, condition=condition)
         out.info["latents"] = z
         return out
 

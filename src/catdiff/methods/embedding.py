@@ -213,22 +213,28 @@ class EmbeddingDiffusion(Method):
         dev = x.device
         z0 = self.emb(x)  # (B, L, d): the regression target (gradients reach the table)
         z_in = z0
+        keep = self.target_mask(x)  # (B, L): all positions, or the seq2seq target
         if o.drop_prob > 0:  # CATDM random dropping (METHODS.md §3 [our choice])
             drop = torch.rand(x.shape, generator=generator, device=dev) < o.drop_prob  # (B, L)
-            z_in = torch.where(drop.unsqueeze(-1), self.drop_vec.to(z0.dtype), z0)
+            z_in = torch.where((drop & keep).unsqueeze(-1), self.drop_vec.to(z0.dtype), z0)
         t = self._times(B, generator, dev)
         a, s = self.schedule.coefficients(t.view(B, 1, 1))
         eps = torch.randn(z0.shape, generator=generator, device=dev, dtype=z0.dtype)
-        z_t = gaussian.q_sample(z_in, a, s, eps)
+        z_t = self._clean_source(gaussian.q_sample(z_in, a, s, eps), z0)
         x0_hat, logits = self._denoise_sc(z_t, t, generator, enabled=True)
+        if self.cond_len:  # seq2seq: losses cover the target only
+            x0_hat, z0_t, logits_t, x_t = x0_hat[:, self.cond_len:], z0[:, self.cond_len:], \
+                logits[:, self.cond_len:], x[:, self.cond_len:]
+        else:
+            z0_t, logits_t, x_t = z0, logits, x
         terms = {}
         if o.w_mse:
-            per = (x0_hat - z0).pow(2).mean((1, 2))  # (B,)
+            per = (x0_hat - z0_t).pow(2).mean((1, 2))  # (B,)
             if o.mse_weight == "min_snr":
                 per = per * torch.exp(self.schedule.log_snr(t)).clamp_max(o.mse_gamma)
             terms["mse"] = per.mean()
         if o.w_ce:
-            terms["ce"] = self._ce(logits, x, o.label_smoothing)
+            terms["ce"] = self._ce(logits_t, x_t, o.label_smoothing)
         if o.w_rounding:
             terms["rounding"] = self._ce(self.emb.readout(z0), x)
         if o.w_prior:
@@ -239,18 +245,26 @@ class EmbeddingDiffusion(Method):
             t0 = torch.full((n,), self.schedule.t_range[0], device=dev)
             a0, s0 = self.schedule.coefficients(t0.view(n, 1, 1))
             z_lo = gaussian.q_sample(z_in[:n], a0, s0, torch.randn(z0[:n].shape, generator=generator, device=dev))
-            terms["recon"] = self._ce(self.denoise(z_lo, t0)[1], x[:n])
+            terms["recon"] = self._ce(self.denoise(self._clean_source(z_lo, z0[:n]), t0)[1][:, self.cond_len:],
+                                      x[:n, self.cond_len:])
         if o.w_cm:
             lo = self.schedule.t_range[0]
             u = torch.rand(B, generator=generator, device=dev)
             s_time = lo + (t - lo) * u  # s ~ U(t_min, t): a less noisy point on the same trajectory
             a_s, s_s = self.schedule.coefficients(s_time.view(B, 1, 1))
             with torch.no_grad():
-                logp_s = torch.log_softmax(self.denoise(gaussian.q_sample(z_in, a_s, s_s, eps), s_time)[1].float(), -1)
-            logp_t = torch.log_softmax(logits.float(), -1)
+                z_s = self._clean_source(gaussian.q_sample(z_in, a_s, s_s, eps), z0)
+                logp_s = torch.log_softmax(self.denoise(z_s, s_time)[1][:, self.cond_len:].float(), -1)
+            logp_t = torch.log_softmax(logits_t.float(), -1)
             terms["cm"] = (logp_s.exp() * (logp_s - logp_t)).sum(-1).mean()
         loss = sum(getattr(o, "w_" + k) * v for k, v in terms.items())
         return LossOutput(loss=loss, nll=None, metrics={k: v.detach() for k, v in terms.items()})
+
+    def _clean_source(self, z_t: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        """z_t with the seq2seq source (first cond_len positions) clean, as in sampling."""
+        if not self.cond_len:
+            return z_t
+        return torch.cat([z0[:, :self.cond_len].to(z_t.dtype), z_t[:, self.cond_len:]], 1)
 
     # ---- likelihood bound -------------------------------------------------------------------
     def _x0_eval(self, z_t, t):
@@ -269,14 +283,18 @@ class EmbeddingDiffusion(Method):
         # decoder term at t_min
         t0 = torch.full((B,), lo, device=dev)
         a0, s0 = self.schedule.coefficients(t0.view(B, 1, 1))
+        c = self.cond_len  # seq2seq: the bound is on -log p(target | source)
         z_lo = gaussian.q_sample(z0, a0, s0, torch.randn(z0.shape, generator=generator, device=dev))
-        logp = torch.log_softmax(self._x0_eval(z_lo, t0)[1].double(), -1)
-        rec = -logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
+        z_lo = self._clean_source(z_lo, z0)
+        logp = torch.log_softmax(self._x0_eval(z_lo, t0)[1][:, c:].double(), -1)
+        rec = -logp.gather(-1, x[:, c:].unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
         # diffusion term: (t_max - t_min) E_t[½ w(t) ‖z0 - ẑ0‖²]
         t = self._times(B, generator, dev)
         a, s = self.schedule.coefficients(t.view(B, 1, 1))
         z_t = gaussian.q_sample(z0, a, s, torch.randn(z0.shape, generator=generator, device=dev))
+        z_t = self._clean_source(z_t, z0)
         x0_hat, logits = self._x0_eval(z_t, t)
+        x0_hat, logits, z0 = x0_hat[:, c:], logits[:, c:], z0[:, c:]
         if self.options.bound_x0 == "posterior":  # any function of z_t gives a valid bound
             x0_hat = torch.softmax(logits.double(), -1) @ self.emb.table().double()
         w = self.schedule.vlb_weight(t.double()).view(B, 1)
@@ -288,7 +306,7 @@ class EmbeddingDiffusion(Method):
 
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None) -> SampleOutput:
+    def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
         o = self.options
         kind = o.sampler if cfg.sampler in (None, "auto") else cfg.sampler
         clamp = cfg.clamp if cfg.clamp is not None else o.clamp
@@ -297,14 +315,30 @@ class EmbeddingDiffusion(Method):
         a1, s1 = sched.coefficients(torch.tensor(sched.t_range[1], device=self.device))
         z = torch.randn((n, self.seq_len, o.embed_dim), generator=generator, device=self.device)
         z = z * gaussian.prior_variance(a1, s1).sqrt()  # z_{t_max} ~ p(z_{t_max})
+        cond = self._condition(condition, n)
         logits, nfe = sample_gaussian(
             lambda z_, t_, prev: self.denoise(z_, t_, prev, schedule=sched), z, sched, cfg.steps, kind, generator,
-            self_cond=o.self_cond > 0, clamp=self.emb.clamp if clamp else None, early_stop=early)
+            self_cond=o.self_cond > 0, clamp=self.emb.clamp if clamp else None, early_stop=early,
+            anchor=None if cond is None else self._anchor(cond, sched, generator))
         # decode: argmax of the last prediction (Diffusion-LM / Difformer rounding), or a draw at temperature > 0
         opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
         x = logits.argmax(-1) if cfg.temperature == 1.0 and cfg.top_k is None and cfg.top_p is None \
             else draw_categorical(torch.log_softmax(logits.float(), -1), generator, opts)
-        return SampleOutput(samples=x, nfe=nfe)
+        return SampleOutput(samples=x if cond is None else cond.impose(x), nfe=nfe)
+
+    def _anchor(self, cond, sched: GaussianSchedule, generator):
+        """z_t ↦ z_t with fixed positions replaced: the seq2seq source by its clean embeddings (as in
+        training), other fixed tokens by a fresh draw of q(z_t | x) (DiffuSeq-style replacement)."""
+        e = self.emb(cond.values)  # (n, L, d)
+        fixed = cond.fixed.unsqueeze(-1)
+        source = (torch.arange(self.seq_len, device=e.device) < self.cond_len).view(1, -1, 1)
+
+        def anchor(z, t):
+            a, s = sched.coefficients(t.reshape(1, 1, 1).to(z.dtype))
+            noisy = a * e + s * torch.randn(e.shape, generator=generator, device=e.device, dtype=e.dtype)
+            return torch.where(fixed, torch.where(source, e, noisy).to(z.dtype), z)
+
+        return anchor
 
     @torch.no_grad()
     def ce_curve(self, x: torch.Tensor, ts, generator=None) -> list[float]:

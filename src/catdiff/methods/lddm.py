@@ -175,6 +175,11 @@ class LDDM(Method):
         T = self._terms(x, generator, train=False)
         return (T["x"] + T["diff"] + T["prior"]).double()
 
+    def _start(self, n: int, condition) -> torch.Tensor:
+        """(n, L) all masks, fixed tokens of a condition unmasked (SUBS carries them over)."""
+        z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
+        return z if condition is None else self._condition(condition, n).impose(z)
+
     def _draw_options(self, cfg) -> DrawOptions:
         return DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
 
@@ -203,6 +208,8 @@ class LDDMFuji(LDDM):
         independent = train and o.independent_times
         t_x, t_y = P.times(B, generator, x.device, o.t_min, o.antithetic, independent)
         z_t = P.mask(x, t_x, generator)  # (B, L)
+        if self.cond_len:  # seq2seq: the source stays clean
+            z_t = torch.where(self.target_mask(x), z_t, x)
         y0 = self.encode(self._encoder_input(x, z_t, generator) if train else x)  # (B, P, dp)
         y_t, _ = P.noise(y0, t_y, generator)
         drop = self._drop(B, generator, x.device) if train else None
@@ -216,8 +223,8 @@ class LDDMFuji(LDDM):
                 "mse": (target - y_hat).pow(2).flatten(1).sum(-1), "l2": y0.pow(2).flatten(1).sum(-1), "keep": keep}
 
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None) -> SampleOutput:
-        z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
+    def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
+        z = self._start(n, condition)
         y = self._prior_latent(n, generator)
 
         def denoise(z_t, y_t, t_x, t_y):
@@ -263,6 +270,8 @@ class LDDMSeq(LDDM):
         B, dev = x.shape[0], x.device
         t_x = sample_times(B, generator, dev, o.t_min, o.antithetic)
         z_t = P.mask(x, t_x, generator)  # (B, L)
+        if self.cond_len:  # seq2seq: the source stays clean
+            z_t = torch.where(self.target_mask(x), z_t, x)
         if o.stage == 2:
             with torch.no_grad():
                 y0 = self.encode(x)
@@ -296,10 +305,11 @@ class LDDMSeq(LDDM):
         return y, calls
 
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None, latent: torch.Tensor | None = None) -> SampleOutput:
-        """n samples; `latent` (n, P, dp) skips the latent chain (conditional MDLM given y)."""
+    def sample(self, n, cfg, generator=None, latent: torch.Tensor | None = None, condition=None) -> SampleOutput:
+        """n samples; `latent` (n, P, dp) skips the latent chain (conditional MDLM given y). The latent
+        chain does not see a condition (only the token chain does)."""
         y, latent_calls = (latent, 0) if latent is not None else self.sample_latent(n, cfg, generator)
-        z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
+        z = self._start(n, condition)
         t_lo = torch.full((n,), self.t_clean, device=self.device)
 
         def denoise(z_t, t):

@@ -64,19 +64,23 @@ class MDLM(Method):
         B = x.shape[0]
         t = sample_times(B, generator, x.device, self.options.t_min, self.options.antithetic)
         z_t = q_sample(x, t, self.schedule, self.mask_id, generator)  # (B, L)
+        if self.cond_len:  # seq2seq: the source stays clean (its terms are then zero)
+            z_t = torch.where(self.target_mask(x), z_t, x)
         return nelbo_terms(self.log_probs(z_t, t), x, z_t, t, self.schedule, self.mask_id)
 
     def forward(self, x, generator=None) -> LossOutput:
         nelbo = self._nelbo_terms(x, generator)  # (B,)
-        return LossOutput(loss=nelbo.mean() / self.seq_len, nll=nelbo.detach())
+        return LossOutput(loss=nelbo.mean() / (self.seq_len - self.cond_len), nll=nelbo.detach())
 
     @torch.no_grad()
     def nelbo(self, x, generator=None):
         return self._nelbo_terms(x, generator).double()
 
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None) -> SampleOutput:
+    def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
         z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
+        if condition is not None:  # fixed tokens start unmasked; SUBS carries them over
+            z = self._condition(condition, n).impose(z)
         opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
         x, nfe = sample_masked(self.log_probs, z, self.schedule, cfg.steps, self.mask_id,
                                generator, opts, cache=cfg.cache)

@@ -17,19 +17,6 @@ DOCS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a socket to the outside fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"test tried to use the network: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-
-
 @pytest.fixture(scope="module")
 def local_dirs(tmp_path_factory):
     """The three documented local layouts, built with `datasets` itself."""
