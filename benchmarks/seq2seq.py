@@ -1,0 +1,143 @@
+"""Sequence-to-sequence on the synthetic suite (issue: conditional generation): AR, MDLM, Difformer,
+CATDM, LDDM-FUJI and LDDM-SEQ trained from configs/<method>/seq2seq.yaml with the same preset,
+batch and budget of CPU time per run (`--minutes`, so runs sharing the cores get equal compute),
+the source + separator a clean condition. Reports, per task, the bound on -log p(target | source)
+in bits per target token, and exact match / token accuracy / length accuracy / BLEU of targets
+generated for held-out sources at each step count (AR: one call per target position), plus
+wall-clock per sample. Writes benchmarks/results/seq2seq.{json,md,png}.
+
+    python benchmarks/seq2seq.py --tasks reverse,add --minutes 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import bench_train, git_commit, machine  # noqa: E402
+
+from catdiff import metrics  # noqa: E402
+from catdiff.evaluate import likelihood, load_run, seq2seq_report  # noqa: E402
+
+METHODS = ("ar", "mdlm", "difformer", "catdm", "lddm-fuji", "lddm-seq")
+STEPS = (1, 2, 4, 8, 16, 32)
+
+
+def run_one(method: str, task: str, args) -> dict:
+    run = Path(args.runs) / task / method
+    if not args.eval_only:
+        shutil.rmtree(run, ignore_errors=True)
+        info = bench_train(f"configs/{method}/seq2seq.yaml", run, args, [f"data.task={task}", f"train.lr={args.lr}"])
+    else:
+        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        last = [r for r in recs if "tokens_per_s" in r][-1]
+        info = {"steps": last["step"], "wall_s": last["elapsed_s"], "cpu_s": last.get("budget_s"),
+                "tokens_per_s": last["tokens_per_s"]}
+    cfg, m, ds = load_run(run)
+    lik = likelihood(m, ds, "test", passes=1, max_examples=args.num_samples, batch_size=256)
+    scfg = replace(cfg.sample, batch_size=256, seed=0)
+    rows = [seq2seq_report(m, ds, replace(scfg, steps=k), args.num_samples) for k in
+            ((ds.seq_len - ds.cond_len,) if method == "ar" else STEPS)]
+    return {"method": method, "task": task, "run": str(run), "train": info,
+            "bits_per_target_token": lik["bits_per_token"], "samples": rows}
+
+
+def report(res: dict) -> str:
+    lines = []
+    for task in res["tasks"]:
+        recs = [r for r in res["runs"] if r["task"] == task]
+        ar = next((r for r in recs if r["method"] == "ar"), None)
+        ar_em = ar["samples"][0]["exact_match"] if ar else None
+        rows = []
+        for r in recs:
+            for s in r["samples"]:
+                rows.append({"method": r["method"], "train steps": r["train"]["steps"],
+                             "bits/target tok": r["bits_per_target_token"], "steps": s["steps"], "nfe": s["nfe"],
+                             "exact match": s["exact_match"], "token acc": s["token_accuracy"],
+                             "length acc": s["length_accuracy"], "BLEU": s["bleu"],
+                             "s/sample": s["sec_per_sample"]})
+        lines += [f"## Task `{task}`", "", metrics.format_table(rows, list(rows[0])), ""]
+        if ar_em:
+            best = max(((s["exact_match"], r["method"], s["steps"]) for r in recs if r["method"] != "ar"
+                        for s in r["samples"] if s["steps"] <= 16), default=None)
+            if best:
+                lines += [f"Best diffusion at ≤ 16 steps: {best[1]} at {best[2]} steps, exact match {best[0]:.3f} = "
+                          f"{100 * best[0] / ar_em:.1f}% of AR's {ar_em:.3f}.", ""]
+        lines += ["Examples (first held-out sources, 16 steps; AR at its full length):", ""]
+        for r in recs:
+            s = next((s for s in r["samples"] if s["steps"] in (16, r["samples"][-1]["steps"])), r["samples"][-1])
+            lines += [f"- {r['method']}: `{s['examples'][0]}`"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = res["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in res["runs"] if r["task"] == task):
+            if r["method"] == "ar":
+                ax.axhline(r["samples"][0]["exact_match"], color="k", ls="--", label="ar (L calls)")
+            else:
+                ax.plot([s["steps"] for s in r["samples"]], [s["exact_match"] for s in r["samples"]], "o-",
+                        label=r["method"])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sampling steps")
+        ax.set_ylabel("exact match")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="reverse,add")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--minutes", type=float, default=4.0, help="training CPU minutes per run (the budget)")
+    p.add_argument("--steps", type=int, default=100000, help="step cap per run")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=512)
+    p.add_argument("--runs", default="runs/bench_seq2seq")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="extra config overrides for every run")
+    args = p.parse_args(argv)
+    args.dataset = "seq2seq"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
+           "budget": {"preset": args.preset, "cpu_minutes": args.minutes, "batch_size": args.batch_size,
+                      "lr": args.lr}, "tasks": args.tasks.split(","), "runs": []}
+    for task in res["tasks"]:
+        for method in args.methods.split(","):
+            print(f"[{task} / {method}] ...", flush=True)
+            res["runs"].append(run_one(method, task, args))
+            (out / "seq2seq.json").write_text(json.dumps(res, indent=1))  # partial results survive
+    plot(res, out / "seq2seq.png")
+    md = (f"# Synthetic seq2seq ({args.preset} preset, batch {args.batch_size}, {args.minutes:g} CPU-min of "
+          f"training per run)\n\nCommand: `{res['command']}`  \nCommit: `{res['git_commit']}`\n\n" + report(res) +
+          "\n![exact match by steps](seq2seq.png)\n")
+    (out / "seq2seq.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
