@@ -6,6 +6,7 @@ It knows the Method and dataset contracts and the metrics module, not how runs w
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from . import checkpoint as ckpt_io
 from . import metrics, registry
 from .conditioning import Condition
 from .config import SampleConfig, build_config
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .structs import SampleOutput
 from .train import resolve_device
 
@@ -109,12 +110,25 @@ def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
     return out
 
 
-def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "test") -> dict:
+def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "test", beams: dict | None = None) -> dict:
     """Targets for the first n held-out sources (the source + separator fixed): exact match of the
     whole target segment (padding included, so the length must be right too), token accuracy,
-    length accuracy, and corpus BLEU / chrF of the rendered targets (sacrebleu)."""
+    length accuracy, and corpus BLEU / chrF of the rendered targets (sacrebleu). `beams`: keyword
+    arguments of length.beam_decode (length_model, length_beam, noise_beam, rerank) to decode with
+    length × noise beams instead of one draw."""
     x = dataset.split(split)[:n]
-    out, sec = draw_samples(method, len(x), cfg, Condition.leading(x, dataset.cond_len))
+    if beams:
+        from .length import beam_decode
+
+        g = torch.Generator(device=method.device).manual_seed(cfg.seed)
+        t0, parts, nfe = time.perf_counter(), [], 0
+        for i in range(0, len(x), cfg.batch_size):
+            r = beam_decode(method, dataset, x[i:i + cfg.batch_size].to(method.device), cfg, generator=g, **beams)
+            parts.append(r["samples"].cpu())
+            nfe = max(nfe, r["nfe"])
+        out, sec = SampleOutput(samples=torch.cat(parts), nfe=nfe), (time.perf_counter() - t0) / len(x)
+    else:
+        out, sec = draw_samples(method, len(x), cfg, Condition.leading(x, dataset.cond_len))
     hyp, ref = dataset.target(out.samples), dataset.target(x)
     render = getattr(dataset, "detokenize", None) or (lambda seq: dataset.render(dataset.symbols(seq)))
     hyp_s, ref_s = [render(r) for r in hyp], [render(r) for r in ref]
@@ -127,14 +141,14 @@ def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "tes
 
 
 def step_sweep(method, dataset, steps_list, cfg: SampleConfig, num_samples: int, judge=None,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, beams: dict | None = None) -> list[dict]:
     """One row of sample metrics per step count (the few-step curve of DESIGN.md §4)."""
     from tqdm.auto import tqdm
 
     rows = []
     for steps in tqdm(list(steps_list), desc="sampling", disable=not progress):
         if dataset.kind == "seq2seq":  # targets generated for held-out sources
-            rows.append(seq2seq_report(method, dataset, replace(cfg, steps=int(steps)), num_samples))
+            rows.append(seq2seq_report(method, dataset, replace(cfg, steps=int(steps)), num_samples, beams=beams))
             continue
         out, sec = draw_samples(method, num_samples, replace(cfg, steps=int(steps)))
         row = {"steps": int(steps), "nfe": out.nfe, "sec_per_sample": sec}
@@ -157,18 +171,48 @@ def load_judge(run_dir: str | Path, device: str = "auto"):
 
 def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None = None, seed: int = 0,
                  device: str = "auto", judge_dir: str | None = None, out_name: str = "eval",
-                 progress: bool = True) -> dict:
+                 progress: bool = True, length_beam: int = 0, noise_beam: int = 1,
+                 rerank_dir: str | None = None) -> dict:
+    """Likelihood bound and sample metrics of a run → RUN/eval.{json,md}. Seq2seq runs: targets for
+    held-out sources; length_beam > 0 decodes length_beam × noise_beam candidates per source
+    (a length predictor is fitted once and kept in RUN/length.pt), reranked by the AR run
+    `rerank_dir` when given."""
     cfg, method, dataset = load_run(run_dir, device)
     ec = cfg.eval
+    beams = None
+    if length_beam > 0:
+        if dataset.kind != "seq2seq":
+            raise ConfigError("length and noise beams apply to seq2seq runs only")
+        beams = {"length_model": length_predictor(run_dir, dataset, method.device), "length_beam": length_beam,
+                 "noise_beam": noise_beam, "rerank": load_judge(rerank_dir, device) if rerank_dir else None}
     result = {"run": str(run_dir), "method": method.name, "dataset": dataset.name,
               "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, seed=seed)}
     judge = load_judge(judge_dir or ec.judge, device) if (judge_dir or ec.judge) else None
     steps_list = steps_list or ([method.seq_len] if method.exact_likelihood else list(ec.steps))
     scfg = replace(cfg.sample, seed=seed)
-    result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples or ec.num_samples, judge, progress)
+    result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples or ec.num_samples, judge, progress,
+                                   beams)
+    if beams:
+        result["beams"] = {"length_beam": length_beam, "noise_beam": noise_beam, "rerank": rerank_dir}
     Path(run_dir, f"{out_name}.json").write_text(json.dumps(result, indent=1))
     Path(run_dir, f"{out_name}.md").write_text(render(result))
     return result
+
+
+def length_predictor(run_dir: str | Path, dataset, device):
+    """RUN/length.pt, fitted on the run's dataset the first time it is asked for."""
+    from .length import LengthPredictor, fit_length_predictor
+
+    path = Path(run_dir) / "length.pt"
+    if path.is_file():
+        model = LengthPredictor.load(path).to(device)
+        if model.shape["src_len"] != dataset.src_len or model.shape["tgt_len"] != dataset.tgt_len:
+            raise CheckpointError(f"{path} was fitted on another canvas; delete it to refit")
+        return model.eval()
+    model, acc = fit_length_predictor(dataset, device=device)
+    model.save(path)
+    print(f"fitted a length predictor (validation accuracy {acc:.3f}) → {path}", file=sys.stderr)
+    return model
 
 
 def render(result: dict) -> str:

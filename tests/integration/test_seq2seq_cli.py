@@ -24,6 +24,20 @@ def test_copy_task_reaches_full_exact_match_and_samples_from_a_prompt(tmp_path, 
     capsys.readouterr()
     assert main(["sample", str(run), "--prompt", "3 1 4 1", "--num-samples", "2", "--steps", "4"]) == 0
     assert capsys.readouterr().out.splitlines() == ["3 1 4 1 → 3 1 4 1"] * 2
+    # length × noise beams reranked by a (barely trained) AR run on the same task
+    ar = tmp_path / "ar"
+    assert main(["train", str(ROOT / "configs/ar/seq2seq.yaml"), "--max-steps", "20", "--out-dir", str(ar),
+                 "data.task=copy", "data.max_len=5", *TINY, *SPLITS]) == 0
+    assert main(["eval", str(run), "--steps", "4", "--num-samples", "64", "--quiet", "--length-beam", "2",
+                 "--noise-beam", "2"]) == 0
+    res = json.loads((run / "eval.json").read_text())
+    assert res["beams"]["length_beam"] == 2 and (run / "length.pt").is_file()
+    assert res["samples"][0]["exact_match"] == 1.0  # copy's length predictor is exact: the top length wins
+    assert main(["eval", str(run), "--steps", "4", "--num-samples", "64", "--quiet", "--length-beam", "2",
+                 "--noise-beam", "2", "--rerank", str(ar)]) == 0
+    assert json.loads((run / "eval.json").read_text())["beams"]["rerank"] == str(ar)
+    assert main(["eval", str(ar), "--quiet", "--length-beam", "2"]) == 0  # AR takes beams too (any method)
+    capsys.readouterr()
     assert main(["sample", str(run), "--infill", "3 _ 4"]) == 2  # seq2seq runs take a source
     assert main(["sample", str(run), "--prompt", "3 1 4 1 5 9 2"]) == 2  # longer than the source
     assert "at most 5 symbols" in capsys.readouterr().err
