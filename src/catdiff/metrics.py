@@ -569,7 +569,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 # ---- translation (seq2seq outputs as text or token rows) -------------------------------------
-__all__ += ["exact_match", "bleu", "chrf"]
+__all__ += ["exact_match", "bleu", "chrf", "infill_log_prob", "exact_infills"]
 
 
 def _match_items(x: Any, name: str) -> list:
@@ -629,3 +629,51 @@ def chrf(hyps: Sequence[str], refs: Sequence[str], word_order: int = 0) -> float
     """Corpus chrF in [0, 100] (Popović 2015) by sacreBLEU; word_order=2 gives chrF++."""
     hyps, refs = _text_corpus(hyps, refs)
     return float(_sacrebleu().corpus_chrf(hyps, [refs], word_order=word_order).score)
+
+
+# ---- infilling on datasets with exact conditionals (mixture, hmm) ---------------------------------
+def _free_order(fixed: torch.Tensor) -> torch.Tensor:
+    """(B, L) positions of each row, fixed ones first (stable), so column j ≥ n_fixed is the j-th free one."""
+    return torch.sort((~fixed).long(), dim=1, stable=True).indices
+
+
+@torch.no_grad()
+def infill_log_prob(dataset: Any, x: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """(B,) exact log p(x_free | x_fixed) in nats by the chain rule over the free positions, each
+    factor from the dataset's exact conditionals p(x_i | observed) (mixture, hmm): one call per
+    free position, vectorised over the batch."""
+    x, fixed = x.long(), fixed.bool()
+    order = _free_order(fixed)
+    observed = fixed.clone()
+    out = torch.zeros(x.shape[0], dtype=torch.float64)
+    rows = torch.arange(x.shape[0])
+    for j in range(int(fixed.sum(1).min()), x.shape[1]):
+        pos = order[:, j]
+        todo = ~observed[rows, pos]  # rows with fewer free positions have none left at column j
+        if not bool(todo.any()):
+            continue
+        p = dataset.conditionals(x, observed)[rows, pos, x[rows, pos]]  # (B,)
+        out += torch.where(todo, p.clamp_min(1e-300).log(), torch.zeros_like(out))
+        observed[rows, pos] = True
+    return out
+
+
+@torch.no_grad()
+def exact_infills(dataset: Any, values: torch.Tensor, fixed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, L) exact draws of the free positions given the fixed ones (ancestral over the free
+    positions with exact conditionals): the reference an infilling sampler should match."""
+    x = torch.where(fixed, values.long(), torch.zeros_like(values, dtype=torch.long))
+    order = _free_order(fixed)
+    observed = fixed.clone()
+    rows = torch.arange(x.shape[0])
+    for j in range(int(fixed.sum(1).min()), x.shape[1]):
+        pos = order[:, j]
+        todo = ~observed[rows, pos]
+        if not bool(todo.any()):
+            continue
+        probs = dataset.conditionals(x, observed)[rows, pos]  # (B, K)
+        u = torch.rand(len(rows), 1, generator=generator, dtype=torch.float64)
+        draw = (probs.cumsum(-1) < u * probs.sum(-1, keepdim=True)).sum(-1).clamp_max(probs.shape[-1] - 1)
+        x[rows, pos] = torch.where(todo, draw, x[rows, pos])
+        observed[rows, pos] = True
+    return x
