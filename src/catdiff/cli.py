@@ -104,7 +104,7 @@ def _cmd_eval(args) -> int:
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     res = evaluate_run(args.run, steps, args.num_samples, args.seed, args.device, args.judge,
                        progress=not args.quiet, length_beam=args.length_beam, noise_beam=args.noise_beam,
-                       rerank_dir=args.rerank)
+                       rerank_dir=args.rerank, infill_frac=args.infill_frac)
     print(render(res))
     print(f"wrote {Path(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
     return 0
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--length-beam", type=int, default=0, help="seq2seq: decode this many predicted target lengths")
     e.add_argument("--noise-beam", type=int, default=1, help="seq2seq: draws per length (with --length-beam)")
     e.add_argument("--rerank", default=None, help="seq2seq: AR run that reranks the beam's candidates")
+    e.add_argument("--infill-frac", type=float, default=0.0,
+                   help="mixture/hmm: also score infilling with this fraction of positions fixed (exact likelihood)")
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)

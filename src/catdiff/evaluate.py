@@ -188,11 +188,12 @@ def load_judge(run_dir: str | Path, device: str = "auto"):
 def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None = None, seed: int = 0,
                  device: str = "auto", judge_dir: str | None = None, out_name: str = "eval",
                  progress: bool = True, length_beam: int = 0, noise_beam: int = 1,
-                 rerank_dir: str | None = None) -> dict:
+                 rerank_dir: str | None = None, infill_frac: float = 0.0) -> dict:
     """Likelihood bound and sample metrics of a run → RUN/eval.{json,md}. Seq2seq runs: targets for
     held-out sources; length_beam > 0 decodes length_beam × noise_beam candidates per source
     (a length predictor is fitted once and kept in RUN/length.pt), reranked by the AR run
-    `rerank_dir` when given."""
+    `rerank_dir` when given. infill_frac > 0 (mixture, hmm): also infilling with that fraction of
+    positions fixed, scored by the exact conditional likelihood (infill_report)."""
     cfg, method, dataset = load_run(run_dir, device)
     ec = cfg.eval
     beams = None
@@ -210,6 +211,11 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
                                    beams)
     if beams:
         result["beams"] = {"length_beam": length_beam, "noise_beam": noise_beam, "rerank": rerank_dir}
+    if infill_frac > 0:
+        if not hasattr(dataset, "conditionals") or dataset.name not in ("mixture", "hmm"):
+            raise ConfigError("infilling is scored on datasets with exact conditionals (mixture, hmm)")
+        result["infill"] = [infill_report(method, dataset, replace(scfg, steps=int(k)), num_samples or ec.num_samples,
+                                          infill_frac, seed) for k in steps_list]
     Path(run_dir, f"{out_name}.json").write_text(json.dumps(result, indent=1))
     Path(run_dir, f"{out_name}.md").write_text(render(result))
     return result
@@ -242,6 +248,10 @@ def render(result: dict) -> str:
                                               "gen_ppl", "unigram_entropy", "distinct_2", "exact_match",
                                               "token_accuracy", "length_accuracy", "bleu", "chrf") if k in rows[0]]
         lines.append(metrics.format_table(rows, cols + ["sec_per_sample"]))
+    if result.get("infill"):
+        lines += ["", "Infilling (exact -log p(infill | fixed), nats per sequence):", "",
+                  metrics.format_table(result["infill"], ["steps", "nfe", "fixed_frac", "infill_nll", "infill_entropy",
+                                                          "infill_entropy_se", "infill_excess"])]
     return "\n".join(lines) + "\n"
 
 

@@ -61,5 +61,11 @@ def test_prompt_and_infill_on_token_and_text_runs(tmp_path, capsys):
     assert len(lines) >= 2 and all(s.startswith("in the be") for s in lines[:1])
     assert main(["sample", str(runs["txt"]), "--infill", "in _he", "--num-samples", "1"]) == 0
     assert capsys.readouterr().out.startswith("in ")
+    assert main(["eval", str(runs["tok"]), "--steps", "2,8", "--num-samples", "64", "--quiet",
+                 "--infill-frac", "0.5"]) == 0
+    rows = json.loads((runs["tok"] / "eval.json").read_text())["infill"]
+    assert [r["steps"] for r in rows] == [2, 8] and all(r["infill_nll"] > 0 for r in rows)
+    assert main(["eval", str(runs["txt"]), "--quiet", "--infill-frac", "0.5"]) == 2  # no exact conditionals
+    capsys.readouterr()
     assert main(["sample", str(runs["tok"]), "--prompt", "1 x"]) == 2
     assert "cannot read the condition" in capsys.readouterr().err
