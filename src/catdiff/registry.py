@@ -152,7 +152,7 @@ def model_preset(model_cfg) -> dict:
 
 
 def build_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, causal: bool,
-                  time_cond: bool | None = None, cond_dim: int = 0):
+                  time_cond: bool | None = None, cond_dim: int = 0, context_dim: int = 0):
     """The shared transformer sized by the model config (methods call this, never the class)."""
     from .models.transformer import Transformer, TransformerConfig
 
@@ -160,7 +160,7 @@ def build_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, cau
         vocab_size=vocab_in, out_size=vocab_out, seq_len=seq_len, mlp_ratio=model_cfg.mlp_ratio,
         dropout=model_cfg.dropout, causal=causal,
         time_cond=model_cfg.time_cond if time_cond is None else time_cond,
-        tie_weights=model_cfg.tie_weights, abs_pos=model_cfg.abs_pos, cond_dim=cond_dim,
+        tie_weights=model_cfg.tie_weights, abs_pos=model_cfg.abs_pos, cond_dim=cond_dim, context_dim=context_dim,
         local_mix=0 if causal else model_cfg.local_mix,  # a causal model sees its own token: no need
         **model_preset(model_cfg),
     )

@@ -20,7 +20,7 @@ import torch
 
 from .. import registry
 from ..errors import ConfigError
-from ..models.latents import ConditionalMLP, LatentEmbedding, MLPEncoder, gumbel_softmax_st
+from ..models.latents import ConditionalMLP, LatentEmbedding, MLPEncoder, ViTEncoder, gumbel_softmax_st
 from ..processes import edm
 from ..samplers import sample_edm
 from ..structs import LossOutput, SampleOutput
@@ -144,8 +144,10 @@ class DisCoDiffOptions(EDMOptions):
     tau: float = 1.0  # Gumbel-softmax temperature in stage 1
     latent_drop: float = 0.1  # P(latent replaced by the learned null) in stage 1 (enables guidance)
     embed_dim: int = 64  # E
-    enc_width: int = 128  # MLP encoder (toy: 3 layers)
-    enc_layers: int = 3
+    encoder: str = "mlp"  # mlp (vectors, toy: 3 layers) | vit (square images: patches + m class tokens)
+    enc_width: int = 128  # MLP width / ViT d_model
+    enc_layers: int = 3  # MLP layers / ViT blocks
+    patch: int = 2  # ViT patch side
     stage: int = 0  # 0: both stages from one command; 1: encoder + denoiser; 2: the AR prior
     prior_steps: int = 1000  # optimizer steps of stage 2 when stage = 0
 
@@ -153,6 +155,8 @@ class DisCoDiffOptions(EDMOptions):
         super().__post_init__()
         if self.stage not in (0, 1, 2) or min(self.m, self.k, self.prior_steps) < 1:
             raise ConfigError("method.stage must be 0, 1 or 2; m, k and prior_steps >= 1")
+        if self.encoder not in ("mlp", "vit"):
+            raise ConfigError(f"method.encoder must be mlp or vit, got {self.encoder!r}")
 
 
 class DisCoDiff(EDM):
@@ -163,7 +167,14 @@ class DisCoDiff(EDM):
     def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
         o = options
-        self.encoder = MLPEncoder(seq_len, o.m, o.k, o.enc_width, o.enc_layers)
+        if o.encoder == "vit":
+            try:
+                self.encoder = ViTEncoder(seq_len, o.m, o.k, o.patch, o.enc_width, o.enc_layers,
+                                          max(1, o.enc_width // 32))
+            except ValueError as e:
+                raise ConfigError(f"method.encoder=vit: {e}") from None
+        else:
+            self.encoder = MLPEncoder(seq_len, o.m, o.k, o.enc_width, o.enc_layers)
         self.latent_emb = LatentEmbedding(o.m, o.k, o.embed_dim)
         prior_cfg = dataclasses.replace(model_cfg, local_mix=0)
         self.prior = AR(NoOptions(), prior_cfg, o.k, o.m)
@@ -177,7 +188,7 @@ class DisCoDiff(EDM):
         return self.encoder(y).argmax(-1)
 
     def null_cond(self, n: int) -> torch.Tensor:
-        return self.latent_emb.null.expand(n, -1)
+        return self.latent_emb.null_batch(n)
 
     def _cond(self, y, generator, train: bool):
         o = self.options
@@ -220,8 +231,10 @@ class DisCoEmbedOptions(DifformerOptions):
     k: int = 16  # classes per latent
     tau: float = 1.0
     latent_drop: float = 0.1
-    latent_dim: int = 64  # width of the latent embedding fed to the denoiser's adaLN conditioning
-    enc_layers: int = 2  # transformer encoder over the clean tokens (mean-pooled to m × k logits)
+    latent_dim: int = 64  # width of the latent embeddings the denoiser is conditioned on
+    latent_cond: str = "cross"  # cross: every block cross-attends to the m latent slots | adaln: their sum
+    enc_layers: int = 2  # transformer encoder over the clean tokens
+    enc_pool: str = "cls"  # cls: m extra class tokens read out k-way | mean: mean-pooled to m × k logits
     stage: int = 0  # 0: both stages from one command; 1: encoder + denoiser; 2: AR prior
     prior_steps: int = 1000
 
@@ -229,6 +242,8 @@ class DisCoEmbedOptions(DifformerOptions):
         super().__post_init__()
         if self.stage not in (0, 1, 2) or min(self.m, self.k, self.prior_steps, self.enc_layers) < 1:
             raise ConfigError("method.stage must be 0, 1 or 2; m, k, prior_steps and enc_layers >= 1")
+        if self.latent_cond not in ("cross", "adaln") or self.enc_pool not in ("cls", "mean"):
+            raise ConfigError("method.latent_cond must be cross or adaln; method.enc_pool cls or mean")
 
 
 class DisCoDiffEmbed(EmbeddingDiffusion):
@@ -242,13 +257,18 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
     two_stage = True
 
     def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
-        self.cond_dim = options.latent_dim
+        cross = options.latent_cond == "cross"
+        self.cond_dim, self.context_dim = (0, options.latent_dim) if cross else (options.latent_dim, 0)
         super().__init__(options, model_cfg, vocab_size, seq_len)
         o = options
         enc_cfg = dataclasses.replace(model_cfg, n_layers=o.enc_layers, local_mix=0)
-        self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size, vocab_out=o.m * o.k, seq_len=seq_len,
-                                              causal=False, time_cond=False)
-        self.latent_emb = LatentEmbedding(o.m, o.k, o.latent_dim)
+        if o.enc_pool == "cls":  # ids K .. K+m-1 are the class tokens, appended after the sequence
+            self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size + o.m, vocab_out=o.k,
+                                                  seq_len=seq_len + o.m, causal=False, time_cond=False)
+        else:
+            self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size, vocab_out=o.m * o.k,
+                                                  seq_len=seq_len, causal=False, time_cond=False)
+        self.latent_emb = LatentEmbedding(o.m, o.k, o.latent_dim, tokens=cross)
         self.prior = AR(NoOptions(), dataclasses.replace(model_cfg, local_mix=0), o.k, o.m)
         if o.stage == 2:
             for mod in (self.net, self.encoder, self.latent_emb, self.emb, self.in_proj, self.in_norm):
@@ -258,6 +278,9 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
 
     def latent_logits(self, x: torch.Tensor) -> torch.Tensor:
         o = self.options
+        if o.enc_pool == "cls":
+            cls = torch.arange(self.vocab_size, self.vocab_size + o.m, device=x.device).expand(x.shape[0], -1)
+            return self.encoder(torch.cat([x, cls], 1))[:, -o.m:]  # (B, m, k)
         return self.encoder(x).mean(1).view(x.shape[0], o.m, o.k)  # (B, m, k)
 
     @torch.no_grad()

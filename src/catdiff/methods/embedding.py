@@ -140,6 +140,7 @@ class EmbeddingDiffusion(Method):
     name = "embedding"
     Options = EmbeddingOptions
     cond_dim = 0  # width of an extra per-sequence conditioning vector (DisCo-Diff latents); 0 = none
+    context_dim = 0  # width of conditioning slots the network cross-attends to (DisCo-Diff latents); 0 = none
 
     def __init__(self, options: EmbeddingOptions, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
@@ -155,7 +156,7 @@ class EmbeddingDiffusion(Method):
         d_in = o.embed_dim * (2 if o.self_cond > 0 else 1)
         out = o.embed_dim if o.param == "x0" else vocab_size
         self.net = registry.build_network(model_cfg, vocab_in=1, vocab_out=out, seq_len=seq_len, causal=False,
-                                          time_cond=True, cond_dim=self.cond_dim)
+                                          time_cond=True, cond_dim=self.cond_dim, context_dim=self.context_dim)
         self._cond: torch.Tensor | None = None  # set by `conditioned_on`
         D = self.net.cfg.d_model
         self.in_proj = nn.Linear(d_in, D)
@@ -164,8 +165,9 @@ class EmbeddingDiffusion(Method):
     # ---- the denoiser ---------------------------------------------------------------------
     @contextmanager
     def conditioned_on(self, cond: torch.Tensor | None):
-        """Every denoiser call inside the block gets `cond` (B, cond_dim) — the per-sequence vector
-        of a conditioned subclass — without threading it through the loss terms and samplers."""
+        """Every denoiser call inside the block gets `cond` — the (B, cond_dim) vector or the
+        (B, M, context_dim) slots of a conditioned subclass — without threading it through the loss
+        terms and samplers."""
         prev, self._cond = self._cond, cond
         try:
             yield
@@ -184,7 +186,10 @@ class EmbeddingDiffusion(Method):
         if self.options.self_cond > 0:
             h = torch.cat([h, torch.zeros_like(z_t) if x0_prev is None else x0_prev], -1)  # (B, L, 2d)
         h = self.in_norm(self.in_proj(h)) if self.options.in_norm == "after" else self.in_proj(self.in_norm(h))
-        out = self.net(None, t, inputs_embeds=h, cond=self._cond)  # (B, L, d or K)
+        if self.context_dim:
+            out = self.net(None, t, inputs_embeds=h, context=self._cond)  # (B, L, d or K)
+        else:
+            out = self.net(None, t, inputs_embeds=h, cond=self._cond)
         if self.options.param == "x0":
             return out, self.emb.readout(out)
         return torch.softmax(out.float(), -1) @ self.emb.table(), out  # score interpolation (CDCD §3.2)

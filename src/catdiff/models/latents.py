@@ -61,23 +61,58 @@ class MLPEncoder(nn.Module):
 
 
 class LatentEmbedding(nn.Module):
-    """(B, m, k) one-hots (or soft) → (B, E) conditioning vector: per-latent tables, summed; rows of a
-    dropped sample (`drop` (B,) bool) are replaced by a learned null vector (latent dropout, CFG)."""
+    """(B, m, k) one-hots (or soft) → conditioning: per-latent tables, summed to a (B, E) vector
+    (adaLN / FiLM conditioning), or with `tokens` kept as (B, m, E) slots for cross-attention.
+    Rows of a dropped sample (`drop` (B,) bool) get a learned null (latent dropout, CFG)."""
 
-    def __init__(self, m: int, k: int, dim: int):
+    def __init__(self, m: int, k: int, dim: int, tokens: bool = False):
         super().__init__()
+        self.tokens = tokens
         self.table = nn.Parameter(torch.randn(m, k, dim) / math.sqrt(m))
-        self.null = nn.Parameter(torch.zeros(dim))
+        self.null = nn.Parameter(torch.zeros((m, dim) if tokens else (dim,)))
 
     def of_indices(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, m) latent indices → (B, E): the same vector as forward(one_hot(z)), by lookup."""
-        return self.table[torch.arange(self.table.shape[0], device=z.device), z.long()].sum(1)
+        """(B, m) latent indices → the same output as forward(one_hot(z)), by lookup."""
+        e = self.table[torch.arange(self.table.shape[0], device=z.device), z.long()]  # (B, m, E)
+        return e if self.tokens else e.sum(1)
 
     def forward(self, onehot: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        e = torch.einsum("bmk,mkd->bd", onehot.to(self.table.dtype), self.table)  # (B, E)
+        e = torch.einsum("bmk,mkd->bmd", onehot.to(self.table.dtype), self.table)  # (B, m, E)
+        if not self.tokens:
+            e = e.sum(1)  # (B, E)
         if drop is not None:
-            e = torch.where(drop.view(-1, 1), self.null.expand_as(e), e)
+            e = torch.where(drop.view(-1, *[1] * (e.dim() - 1)), self.null.expand_as(e), e)
         return e
+
+    def null_batch(self, n: int) -> torch.Tensor:
+        return self.null.expand(n, *self.null.shape)
+
+
+class ViTEncoder(nn.Module):
+    """Images y (B, side²) → logits (B, m, k): non-overlapping patch × patch tokens, m learned class
+    tokens appended, a bidirectional transformer, a k-way readout at each class token (DisCo-Diff's
+    ViT encoder with m extra class tokens)."""
+
+    def __init__(self, dim: int, m: int, k: int, patch: int = 2, d_model: int = 128, n_layers: int = 2,
+                 n_heads: int = 4):
+        super().__init__()
+        from .transformer import Transformer, TransformerConfig
+
+        side = math.isqrt(dim)
+        if side * side != dim or side % patch:
+            raise ValueError(f"a ViT encoder needs square images whose side is a multiple of {patch}, got {dim} values")
+        self.side, self.patch, self.m = side, patch, m
+        n_patches = (side // patch) ** 2
+        self.embed = nn.Linear(patch * patch, d_model)
+        self.cls = nn.Parameter(torch.randn(m, d_model) * 0.02)
+        self.net = Transformer(TransformerConfig(vocab_size=1, out_size=k, seq_len=n_patches + m, d_model=d_model,
+                                                 n_layers=n_layers, n_heads=n_heads, time_cond=False))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        B, s, p = y.shape[0], self.side, self.patch
+        patches = y.reshape(B, s // p, p, s // p, p).permute(0, 1, 3, 2, 4).reshape(B, -1, p * p)  # (B, P, p²)
+        h = torch.cat([self.embed(patches), self.cls.expand(B, -1, -1)], 1)  # (B, P + m, D)
+        return self.net(None, inputs_embeds=h)[:, -self.m:]  # (B, m, k)
 
 
 class ConditionalMLP(nn.Module):

@@ -208,6 +208,26 @@ class Attention(nn.Module):
         return self.proj(y)  # (B, L, D)
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention from the sequence (queries) to a short context (B, M, C) of keys/values,
+    e.g. DisCo-Diff's latent embeddings; no positions (the context is a set of slots)."""
+
+    def __init__(self, d_model: int, n_heads: int, context_dim: int):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.kv = nn.Linear(context_dim, 2 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        H, Dh = self.n_heads, self.head_dim
+        q = self.q(x).view(B, L, H, Dh).transpose(1, 2)  # (B, H, L, Dh)
+        k, v = self.kv(context.to(x.dtype)).view(B, -1, 2, H, Dh).permute(2, 0, 3, 1, 4)  # each (B, H, M, Dh)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, Dh)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
 class MLP(nn.Module):
     """Linear → GELU(tanh) → Linear, no biases."""
 

@@ -23,6 +23,7 @@ from torch import nn
 from .layers import (
     MLP,
     Attention,
+    CrossAttention,
     KVCache,
     TimestepEmbedder,
     init_normal_,
@@ -50,6 +51,7 @@ class TransformerConfig:
     time_cond: bool = True  # adaLN time conditioning (DiT); False = plain pre-LN blocks
     tie_weights: bool = False  # output projection = first out_size rows of the input embedding
     cond_dim: int = 0  # optional extra (B, cond_dim) vector added to the time embedding
+    context_dim: int = 0  # optional (B, M, context_dim) context every block cross-attends to (0 = none)
     rope_base: float = 10000.0
     # learned absolute positions added to the input embeddings. Rotary attention alone is
     # translation-equivariant, so a bidirectional model cannot tell which position it is at;
@@ -100,6 +102,9 @@ class Block(nn.Module):
         self.layer, self.conditioned, self.dropout = layer, cfg.conditioned, cfg.dropout
         self.attn = Attention(D, cfg.n_heads, causal=cfg.causal, dropout=cfg.dropout)
         self.mlp = MLP(D, cfg.hidden)
+        if cfg.context_dim:  # pre-norm cross-attention after self-attention; zero-init output
+            self.cross = CrossAttention(D, cfg.n_heads, cfg.context_dim)
+            self.cross_norm_weight = nn.Parameter(torch.ones(D))
         if cfg.local_mix:
             self.mix_weight = nn.Parameter(torch.empty(cfg.local_mix, D))  # (k, D) depthwise taps
         if self.conditioned:
@@ -112,7 +117,12 @@ class Block(nn.Module):
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
 
-    def forward(self, x, c, cos, sin, cache: KVCache | None = None):
+    def _cross(self, x, context):
+        if context is None:
+            return x
+        return x + self._drop(self.cross(F.layer_norm(x, (x.shape[-1],), self.cross_norm_weight), context))
+
+    def forward(self, x, c, cos, sin, cache: KVCache | None = None, context: torch.Tensor | None = None):
         D = x.shape[-1]
         if hasattr(self, "mix_weight"):
             x = x + local_mix(F.layer_norm(x, (D,)), self.mix_weight)
@@ -120,10 +130,11 @@ class Block(nn.Module):
             mods = self.ada(c).view(-1, 6, 1, D)  # c: (B, D) = SiLU(cond) → (B, 6, 1, D)
             shift1, scale1, gate1, shift2, scale2, gate2 = mods.unbind(1)  # each (B, 1, D)
             h = modulate(F.layer_norm(x, (D,)), shift1, scale1)  # (B, L, D)
-            x = torch.addcmul(x, gate1, self._drop(self.attn(h, cos, sin, cache, self.layer)))
+            x = self._cross(torch.addcmul(x, gate1, self._drop(self.attn(h, cos, sin, cache, self.layer))), context)
             h = modulate(F.layer_norm(x, (D,)), shift2, scale2)
             return torch.addcmul(x, gate2, self._drop(self.mlp(h)))  # (B, L, D)
         x = x + self._drop(self.attn(F.layer_norm(x, (D,), self.norm1_weight), cos, sin, cache, self.layer))
+        x = self._cross(x, context)
         return x + self._drop(self.mlp(F.layer_norm(x, (D,), self.norm2_weight)))  # (B, L, D)
 
 
@@ -168,6 +179,8 @@ class Transformer(nn.Module):
                 nn.init.uniform_(blk.mix_weight, -bound, bound)
             nn.init.normal_(blk.attn.proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
             nn.init.normal_(blk.mlp.proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
+            if self.cfg.context_dim:
+                nn.init.zeros_(blk.cross.proj.weight)  # the block starts as if there were no context
             if self.cfg.conditioned:
                 nn.init.zeros_(blk.ada.weight)
                 nn.init.zeros_(blk.ada.bias)
@@ -223,12 +236,14 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor | None, t: torch.Tensor | None = None, *,
                 inputs_embeds: torch.Tensor | None = None, cond: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, L) ids or inputs_embeds (B, L, D); t (B,) in [0, 1] iff time_cond;
-        cond (B, cond_dim) iff cond_dim > 0; cache (causal only) for incremental decoding.
-        Returns logits (B, L, out_size)."""
+        cond (B, cond_dim) iff cond_dim > 0; context (B, M, context_dim) iff context_dim > 0;
+        cache (causal only) for incremental decoding. Returns logits (B, L, out_size)."""
         if (tokens is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of tokens / inputs_embeds")
+        if (self.cfg.context_dim > 0) != (context is not None):
+            raise ValueError(f"context (B, M, {self.cfg.context_dim}) is required iff cfg.context_dim > 0")
         x = self.tok_emb(tokens) if inputs_embeds is None else inputs_embeds  # (B, L, D)
         B, L, D = x.shape
         offset = 0
@@ -244,7 +259,7 @@ class Transformer(nn.Module):
         cos = self.rope_cos[offset:offset + L]  # (L, Dh/2)
         sin = self.rope_sin[offset:offset + L]
         for blk in self.blocks:
-            x = blk(x, c, cos, sin, cache)  # (B, L, D)
+            x = blk(x, c, cos, sin, cache, context)  # (B, L, D)
         if cache is not None:
             cache.advance(L)
         if self.cfg.conditioned:
@@ -270,6 +285,9 @@ def matmul_params(cfg: TransformerConfig) -> tuple[int, int]:
         per_seq += 256 * D + D * D
     if cfg.cond_dim > 0:
         per_seq += cfg.cond_dim * D
+    if cfg.context_dim > 0:  # queries and output per token; the context's k/v are per sequence (M slots ~ 1)
+        per_token += cfg.n_layers * 2 * D * D
+        per_seq += cfg.n_layers * 2 * cfg.context_dim * D
     if cfg.conditioned:
         per_seq += cfg.n_layers * 6 * D * D + 2 * D * D
     return per_token, per_seq

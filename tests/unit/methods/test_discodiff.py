@@ -113,8 +113,9 @@ def build_embed(**kw):
     return cls(cls.Options(embed_dim=8, m=2, k=3, enc_layers=1, **kw), PRIOR, 5, 6)
 
 
-def test_discodiff_embed_bound_is_conditional_vlb_plus_prior_nll():
-    m = build_embed()
+@pytest.mark.parametrize("latent_cond,enc_pool", [("cross", "cls"), ("adaln", "mean")])
+def test_discodiff_embed_bound_is_conditional_vlb_plus_prior_nll(latent_cond, enc_pool):
+    m = build_embed(latent_cond=latent_cond, enc_pool=enc_pool)
     m.eval()
     x = torch.randint(0, 5, (7, 6), generator=torch.Generator().manual_seed(0))
     z = m.extract(x)
@@ -150,3 +151,40 @@ def test_discodiff_embed_stages_and_sampling_with_given_latents():
     a = m2.sample(2, SampleConfig(steps=3), torch.Generator().manual_seed(4), latents=z)
     b = m2.sample(2, SampleConfig(steps=3), torch.Generator().manual_seed(4), latents=z)
     assert torch.equal(a.samples, b.samples) and torch.equal(a.info["latents"], z)
+
+
+def test_latent_embedding_slots_and_the_vit_encoder():
+    from catdiff.models.latents import LatentEmbedding, ViTEncoder
+
+    emb = LatentEmbedding(3, 4, 5, tokens=True)
+    z = torch.tensor([[0, 3, 1], [2, 2, 0]])
+    onehot = torch.nn.functional.one_hot(z, 4).float()
+    torch.testing.assert_close(emb(onehot), emb.of_indices(z))
+    assert emb(onehot).shape == (2, 3, 5) and torch.equal(emb(onehot, torch.tensor([True, False]))[0], emb.null)
+    summed = LatentEmbedding(3, 4, 5)
+    summed.table.data.copy_(emb.table.data)
+    torch.testing.assert_close(summed.of_indices(z), emb.of_indices(z).sum(1))
+    # ViT: patches of a 4x4 image in raster order of 2x2 blocks; every pixel reaches every class token
+    vit = ViTEncoder(16, m=2, k=3, patch=2, d_model=32, n_layers=1, n_heads=2)
+    y = torch.arange(16.0).view(1, 16).requires_grad_(True)
+    seen = []
+    vit.embed.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    out = vit(y)
+    assert out.shape == (1, 2, 3)
+    assert seen[0][0, 1].tolist() == [2.0, 3.0, 6.0, 7.0]  # second patch: rows 0-1, columns 2-3
+    out[0, 1].sum().backward()
+    assert bool((y.grad != 0).all())
+    with pytest.raises(ValueError, match="square images"):
+        ViTEncoder(15, 1, 2)
+
+
+def test_discodiff_with_a_vit_encoder_trains_end_to_end():
+    cls = registry.method_class("discodiff")
+    torch.manual_seed(0)
+    m = cls(cls.Options(sigma_data=0.5, width=64, m=2, k=4, encoder="vit", enc_width=32, enc_layers=1,
+                        latent_drop=0.0), PRIOR, 0, 64)
+    m(torch.randn(8, 64), torch.Generator().manual_seed(0)).loss.backward()
+    assert float(sum(p.grad.abs().sum() for p in m.encoder.parameters() if p.grad is not None)) > 0
+    assert m.extract(torch.randn(5, 64)).shape == (5, 2)
+    with pytest.raises(ConfigError, match="square images"):
+        cls(cls.Options(encoder="vit"), PRIOR, 0, 2)

@@ -394,3 +394,23 @@ def test_local_mix_settings_are_validated():
     for bad in [dict(local_mix=4), dict(local_mix=-1), dict(local_mix=3, causal=True)]:
         with pytest.raises(ValueError):
             TransformerConfig(vocab_size=5, out_size=5, seq_len=9, **bad)
+
+
+def test_cross_attention_starts_silent_and_then_reads_the_context():
+    from catdiff.models.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    net = Transformer(TransformerConfig(vocab_size=5, out_size=5, seq_len=6, d_model=32, n_heads=2, n_layers=2,
+                                        context_dim=7))
+    x, t = torch.randint(0, 5, (3, 6)), torch.rand(3)
+    c1, c2 = torch.randn(3, 4, 7), torch.randn(3, 4, 7)
+    torch.testing.assert_close(net(x, t, context=c1), net(x, t, context=c2))  # zero-init output projection
+    for blk in net.blocks:
+        torch.nn.init.normal_(blk.cross.proj.weight, std=0.1)
+        torch.nn.init.normal_(blk.ada.weight, std=0.1)
+    a = net(x, t, context=c1)
+    assert not torch.allclose(a, net(x, t, context=c2))
+    a.sum().backward()
+    assert float(net.blocks[0].cross.kv.weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="context"):
+        net(x, t)
