@@ -117,18 +117,20 @@ def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "tes
     arguments of length.beam_decode (length_model, length_beam, noise_beam, rerank) to decode with
     length × noise beams instead of one draw."""
     x = dataset.split(split)[:n]
+    blind = x.clone()
+    blind[:, dataset.cond_len:] = dataset.pad_id  # the references never reach the sampler
     if beams:
         from .length import beam_decode
 
         g = torch.Generator(device=method.device).manual_seed(cfg.seed)
         t0, parts, nfe = time.perf_counter(), [], 0
         for i in range(0, len(x), cfg.batch_size):
-            r = beam_decode(method, dataset, x[i:i + cfg.batch_size].to(method.device), cfg, generator=g, **beams)
+            r = beam_decode(method, dataset, blind[i:i + cfg.batch_size].to(method.device), cfg, generator=g, **beams)
             parts.append(r["samples"].cpu())
             nfe = max(nfe, r["nfe"])
         out, sec = SampleOutput(samples=torch.cat(parts), nfe=nfe), (time.perf_counter() - t0) / len(x)
     else:
-        out, sec = draw_samples(method, len(x), cfg, Condition.leading(x, dataset.cond_len))
+        out, sec = draw_samples(method, len(x), cfg, Condition.leading(blind, dataset.cond_len))
     hyp, ref = dataset.target(out.samples), dataset.target(x)
     render = getattr(dataset, "detokenize", None) or (lambda seq: dataset.render(dataset.symbols(seq)))
     hyp_s, ref_s = [render(r) for r in hyp], [render(r) for r in ref]
