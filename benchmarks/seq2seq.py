@@ -73,8 +73,9 @@ def report(res: dict) -> str:
                       "exact match": r["beam"]["exact_match"], "length acc": r["beam"]["length_accuracy"],
                       "BLEU": r["beam"]["bleu"]} for r in recs if r.get("beam")]
         if beam_rows:
-            lines += ["Length beam 3 × noise beam 2, reranked by the AR run (6 candidates per source; "
-                      "each network call denoises the 6 candidates of every source together: 6× the compute of one draw):", "", metrics.format_table(beam_rows, list(beam_rows[0])), ""]
+            lines += ["Length beam 3 × noise beam 2, reranked by the AR run (6 candidates per source; each "
+                      "network call denoises all 6 together: 6× the compute of one draw):", "",
+                      metrics.format_table(beam_rows, list(beam_rows[0])), ""]
         if ar_em:
             best = max(((s["exact_match"], r["method"], s["steps"]) for r in recs if r["method"] != "ar"
                         for s in r["samples"] if s["steps"] <= 16), default=None)
