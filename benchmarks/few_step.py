@@ -144,7 +144,8 @@ def report(res: dict) -> str:
         for k, v in r.get("probe", {}).items():
             row[k] = v
         lrows.append(row)
-    lines += ["## Training and likelihood", "", metrics.format_table(lrows, list(lrows[0])), ""]
+    cols = list(dict.fromkeys(k for row in lrows for k in row))  # probe columns exist for LDDM rows only
+    lines += ["## Training and likelihood", "", metrics.format_table(lrows, cols), ""]
     first, second = main_metric(res["methods"][0]["samples"])
     table = {k: {"steps": k} for k in STEPS}
     for r in res["methods"]:
@@ -186,6 +187,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/bench_few_step")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
+    p.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the JSON")
     p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every method")
@@ -201,7 +203,9 @@ def main(argv=None) -> int:
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes,
                                                "batch_size": args.batch_size, "lr": args.lr}, "methods": []}
-    for name in args.methods.split(","):
+    if args.render_only:
+        res = json.loads(Path(f"{stem}.json").read_text())
+    for name in [] if args.render_only else args.methods.split(","):
         print(f"[{name}] ...", flush=True)
         if args.eval_only:
             recs = [json.loads(x) for x in (Path(args.runs) / args.dataset / name / "metrics.jsonl")
@@ -213,12 +217,13 @@ def main(argv=None) -> int:
             info = train_one(name, args)
         res["methods"].append(evaluate_one(name, info, args, judge))
         Path(f"{stem}.json").write_text(json.dumps(res, indent=1))  # partial results survive
-    if args.dataset == "mixture" and not args.tag:
+    if args.dataset == "mixture" and not args.tag and not args.render_only:
         res["oracle"] = oracle_rows(args)
     Path(f"{stem}.json").write_text(json.dumps(res, indent=1))
     plot(res, Path(f"{stem}.png"))
-    md = (f"# Few-step generation on `{args.dataset}` ({args.preset} preset, batch {args.batch_size}, "
-          f"{args.minutes:g} CPU-min of training per method)\n\nCommand: `{res['command']}`  \n"
+    b = res["budget"]
+    md = (f"# Few-step generation on `{args.dataset}` ({b['preset']} preset, batch {b['batch_size']}, "
+          f"{b['minutes']:g} CPU-min of training per method)\n\nCommand: `{res['command']}`  \n"
           f"Commit: `{res['git_commit']}`\n\n" + report(res) + f"\n![few-step]({stem.name}.png)\n")
     Path(f"{stem}.md").write_text(md)
     print(md)
