@@ -171,35 +171,46 @@ def run_toy(args, res: dict, out: Path) -> str:
             "\n\n![samples](discodiff_toy_samples.png)\n\n![ode](discodiff_toy_ode.png)\n")
 
 
+def previous_train(args, name: str) -> dict:
+    """The training record of an existing run (--eval-only)."""
+    run = Path(args.runs) / args.dataset / name
+    old = json.loads((Path(args.out) / f"discodiff_{args.dataset}.json").read_text())
+    return old["methods"][name]["train"] if name in old.get("methods", {}) else {"run": str(run), "steps": None,
+                                                                                 "prior_steps": None, "wall_s": None}
+
+
 def run_pair(args, res: dict, out: Path) -> str:
     """digits (FD-digits by Heun steps + ODE diagnostics) or mixture (bits/token + sample metrics)."""
     a, b = PAIRS[args.dataset]
     steps_list = HEUN_STEPS if args.dataset == "digits" else EMBED_STEPS
     records = []
+    first = "fd_digits" if args.dataset == "digits" else "excess"
+    second = "coherence" if args.dataset == "mixture" else None
     for name in (a, b):
         print(f"[{name}] ...", flush=True)
-        info = train_one(name, args)
+        info = train_one(name, args) if not args.eval_only else previous_train(args, name)
         cfg, m, ds = load_run(info["run"])
         r = {"train": info}
         if m.has_likelihood:
             r["likelihood"] = likelihood(m, ds, "test", passes=2, max_examples=1024, batch_size=256)
-        r["samples"] = step_sweep(m, ds, steps_list, replace(cfg.sample, seed=0, batch_size=args.num_samples),
-                                  args.num_samples, progress=False)
+        r["samples_by_seed"] = [step_sweep(m, ds, steps_list, replace(cfg.sample, seed=s, batch_size=args.num_samples),
+                                           args.num_samples, progress=False) for s in range(args.seeds)]
+        r["samples"] = r["samples_by_seed"][0]
         if args.dataset == "digits":
             r["ode"] = rec = ode_record(m, ds, n=256, seed=0)
             records.append(rec)
         res["methods"][name] = r
-    first = "fd_digits" if args.dataset == "digits" else "excess"
-    second = "coherence" if args.dataset == "mixture" else None
     rows = []
     for i, k in enumerate(steps_list):
         row = {"steps": k}
         for name, r in res["methods"].items():
-            s = r["samples"][i]
-            row[f"{name} nfe"] = s["nfe"]
-            row[f"{name} {first}"] = s[first]
+            vals = [seed_rows[i][first] for seed_rows in r["samples_by_seed"]]
+            row[f"{name} nfe"] = r["samples"][i]["nfe"]
+            row[f"{name} {first}"] = float(np.mean(vals))
+            if len(vals) > 1:
+                row[f"{name} ±"] = float(np.std(vals, ddof=1) / np.sqrt(len(vals)))
             if second:
-                row[f"{name} {second}"] = s[second]
+                row[f"{name} {second}"] = float(np.mean([seed_rows[i][second] for seed_rows in r["samples_by_seed"]]))
         rows.append(row)
     train_rows = [{"method": n, "steps": r["train"]["steps"], "prior steps": r["train"]["prior_steps"],
                    "wall_s": r["train"]["wall_s"],
@@ -208,7 +219,14 @@ def run_pair(args, res: dict, out: Path) -> str:
     stem = f"discodiff_{args.dataset}"
     md = (f"# {a} vs {b} on `{args.dataset}` (equal optimizer steps and batch)\n\nCommand: `{res['command']}`  \n"
           f"Commit: `{res['git_commit']}`\n\n" + metrics.format_table(train_rows, list(train_rows[0])) +
-          "\n\n" + metrics.format_table(rows, list(rows[0])) + "\n")
+          f"\n\n{first} by sampling steps (mean over {args.seeds} sample seeds, ± its standard error):\n\n" +
+          metrics.format_table(rows, list(rows[0])) + "\n")
+    if args.dataset == "digits":  # the estimator's floor: real training images against the same test set
+        floor = [metrics.fd_digits(ds.to_tokens(ds.train_batch(10_000 + i, args.num_samples)),
+                                   ds.to_tokens(ds.split("test"))) for i in range(3)]
+        res["fd_floor"] = floor
+        md += (f"\nFD-digits of {args.num_samples} real training images against the same test set (the floor): "
+               + ", ".join(f"{v:.3g}" for v in floor) + ".\n")
     if records:
         plot_ode(records, out / f"{stem}_ode.png", labels=[a, b])
         md += "\n" + curvature_summary(res, a, b) + f"\n\n![ode]({stem}_ode.png)\n"
@@ -224,6 +242,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/bench_discodiff")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--seeds", type=int, default=3, help="sample seeds per step count (digits / mixture)")
+    p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
