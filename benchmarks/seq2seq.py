@@ -68,7 +68,9 @@ def report(res: dict) -> str:
                              "exact match": s["exact_match"], "token acc": s["token_accuracy"],
                              "length acc": s["length_accuracy"], "BLEU": s["bleu"],
                              "s/sample": s["sec_per_sample"]})
-        lines += [f"## Task `{task}`", "", metrics.format_table(rows, list(rows[0])), ""]
+        over = recs[0].get("overrides") if recs else None
+        lines += [f"## Task `{task}`" + (f" ({' '.join(over)})" if over else ""), "",
+                  metrics.format_table(rows, list(rows[0])), ""]
         beam_rows = [{"method": r["method"], "steps": r["beam"]["steps"], "nfe": r["beam"]["nfe"],
                       "exact match": r["beam"]["exact_match"], "length acc": r["beam"]["length_accuracy"],
                       "BLEU": r["beam"]["bleu"]} for r in recs if r.get("beam")]
@@ -130,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/bench_seq2seq")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--append", action="store_true", help="add these tasks to the existing seq2seq.json")
     p.add_argument("--beam-steps", type=int, default=16, help="steps of the length × noise beam rows (0 = none)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every run")
@@ -140,10 +143,15 @@ def main(argv=None) -> int:
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "budget": {"preset": args.preset, "cpu_minutes": args.minutes, "batch_size": args.batch_size,
                       "lr": args.lr}, "tasks": args.tasks.split(","), "runs": []}
-    for task in res["tasks"]:
+    if args.append and (out / "seq2seq.json").is_file():  # keep the other tasks' runs and commands
+        old = json.loads((out / "seq2seq.json").read_text())
+        res["runs"] = [r for r in old["runs"] if r["task"] not in res["tasks"]]
+        res["tasks"] = [t for t in old["tasks"] if t not in res["tasks"]] + res["tasks"]
+        res["command"] = old["command"] + "`; `" + res["command"]
+    for task in args.tasks.split(","):
         for method in args.methods.split(","):
             print(f"[{task} / {method}] ...", flush=True)
-            res["runs"].append(run_one(method, task, args))
+            res["runs"].append({**run_one(method, task, args), "overrides": list(args.overrides)})
             (out / "seq2seq.json").write_text(json.dumps(res, indent=1))  # partial results survive
     plot(res, out / "seq2seq.png")
     md = (f"# Synthetic seq2seq ({args.preset} preset, batch {args.batch_size}, {args.minutes:g} CPU-min of "
