@@ -132,7 +132,8 @@ def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "tes
     else:
         out, sec = draw_samples(method, len(x), cfg, Condition.leading(blind, dataset.cond_len))
     hyp, ref = dataset.target(out.samples), dataset.target(x)
-    render = getattr(dataset, "detokenize", None) or (lambda seq: dataset.render(dataset.symbols(seq)))
+    # BLEU/chrF strings: detokenized text, or the symbols as space-separated words (synthetic tasks)
+    render = getattr(dataset, "detokenize", None) or (lambda seq: " ".join(map(str, dataset.symbols(seq))))
     hyp_s, ref_s = [render(r) for r in hyp], [render(r) for r in ref]
     return {"steps": cfg.steps, "nfe": out.nfe, "sec_per_sample": sec, "n_samples": len(x),
             "exact_match": float((hyp == ref).all(1).float().mean()),
