@@ -3,6 +3,7 @@ with the overrides every benchmark sets (budget, output folder, quiet logging)."
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -44,3 +45,23 @@ def bench_train(config: str, run_dir: Path, args, extra: list[str], log_every: i
         raise SystemExit(f"interrupted while training {run_dir}; finished runs are in the JSON")
     return {"steps": summary["step"], "wall_s": time.time() - t0, "cpu_s": summary["budget_s"],
             "tokens_per_s": summary["tokens_per_s"]}
+
+
+def add_budget_args(p, minutes: float, batch_size: int, num_samples: int) -> None:
+    """The training-budget options every `bench_train` benchmark takes."""
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--minutes", type=float, default=minutes, help="training CPU minutes per run (the budget)")
+    p.add_argument("--steps", type=int, default=100000, help="step cap per run")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=num_samples)
+    p.add_argument("--progress", action="store_true")
+
+
+def logged_train_info(run_dir: Path) -> dict:
+    """What `bench_train` returns, read back from a finished run's metrics.jsonl (--eval-only)."""
+    recs = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in recs if "tokens_per_s" in r][-1]
+    return {"run": str(run_dir), "steps": last["step"], "wall_s": last["elapsed_s"], "cpu_s": last.get("budget_s"),
+            "tokens_per_s": last["tokens_per_s"]}

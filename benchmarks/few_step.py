@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bench_train, git_commit, machine  # noqa: E402
+from common import add_budget_args, bench_train, git_commit, logged_train_info, machine  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
@@ -172,13 +172,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["mixture", "binsaw", "digits", "kjv"], default="mixture")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--minutes", type=float, default=8.0, help="training CPU minutes per method (the budget)")
-    p.add_argument("--steps", type=int, default=100000, help="step cap per method")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=1024)
+    add_budget_args(p, minutes=8.0, batch_size=64, num_samples=1024)
     p.add_argument("--passes", type=int, default=2)
     p.add_argument("--max-examples", type=int, default=1024)
     p.add_argument("--latent-grid", default="1,2,4,16", help="SEQ latent step counts at 4 and 8 token steps")
@@ -189,7 +183,6 @@ def main(argv=None) -> int:
     p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
     p.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the JSON")
     p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")
-    p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every method")
     args = p.parse_args(argv)
     args.latent_grid = [int(v) for v in args.latent_grid.split(",") if v]
@@ -207,14 +200,7 @@ def main(argv=None) -> int:
         res = json.loads(Path(f"{stem}.json").read_text())
     for name in [] if args.render_only else args.methods.split(","):
         print(f"[{name}] ...", flush=True)
-        if args.eval_only:
-            recs = [json.loads(x) for x in (Path(args.runs) / args.dataset / name / "metrics.jsonl")
-                    .read_text().splitlines()]
-            last = [r for r in recs if "tokens_per_s" in r][-1]
-            info = {"run": str(Path(args.runs) / args.dataset / name), "steps": last["step"],
-                    "wall_s": last["elapsed_s"], "cpu_s": last.get("budget_s"), "tokens_per_s": last["tokens_per_s"]}
-        else:
-            info = train_one(name, args)
+        info = logged_train_info(Path(args.runs) / args.dataset / name) if args.eval_only else train_one(name, args)
         res["methods"].append(evaluate_one(name, info, args, judge))
         Path(f"{stem}.json").write_text(json.dumps(res, indent=1))  # partial results survive
     if args.dataset == "mixture" and not args.tag and not args.render_only:
@@ -225,6 +211,9 @@ def main(argv=None) -> int:
     md = (f"# Few-step generation on `{args.dataset}` ({b['preset']} preset, batch {b['batch_size']}, "
           f"{b['minutes']:g} CPU-min of training per method)\n\nCommand: `{res['command']}`  \n"
           f"Commit: `{res['git_commit']}`\n\n" + report(res) + f"\n![few-step]({stem.name}.png)\n")
+    old = Path(f"{stem}.md").read_text() if args.render_only and Path(f"{stem}.md").is_file() else ""
+    if "\n## Reading" in old:  # a re-render keeps the hand-written reading
+        md += old[old.index("\n## Reading"):]
     Path(f"{stem}.md").write_text(md)
     print(md)
     return 0

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bench_train, git_commit, machine  # noqa: E402
+from common import add_budget_args, bench_train, git_commit, logged_train_info, machine  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.evaluate import length_predictor, likelihood, load_judge, load_run, seq2seq_report  # noqa: E402
@@ -34,10 +34,7 @@ def run_one(method: str, task: str, args) -> dict:
         shutil.rmtree(run, ignore_errors=True)
         info = bench_train(f"configs/{method}/seq2seq.yaml", run, args, [f"data.task={task}", f"train.lr={args.lr}"])
     else:
-        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        last = [r for r in recs if "tokens_per_s" in r][-1]
-        info = {"steps": last["step"], "wall_s": last["elapsed_s"], "cpu_s": last.get("budget_s"),
-                "tokens_per_s": last["tokens_per_s"]}
+        info = logged_train_info(run)
     cfg, m, ds = load_run(run)
     lik = likelihood(m, ds, "test", passes=1, max_examples=args.num_samples, batch_size=256)
     scfg = replace(cfg.sample, batch_size=256, seed=0)
@@ -122,19 +119,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="reverse,add")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--minutes", type=float, default=4.0, help="training CPU minutes per run (the budget)")
-    p.add_argument("--steps", type=int, default=100000, help="step cap per run")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=512)
+    add_budget_args(p, minutes=4.0, batch_size=128, num_samples=512)
     p.add_argument("--runs", default="runs/bench_seq2seq")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--append", action="store_true", help="add these tasks to the existing seq2seq.json")
     p.add_argument("--beam-steps", type=int, default=16, help="steps of the length × noise beam rows (0 = none)")
-    p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = p.parse_args(argv)
     args.dataset = "seq2seq"

@@ -2,10 +2,10 @@
 × noise-beam decoding with reranking. Knows the seq2seq canvas (data/seq2seq.py) and the methods'
 `sample` / `nelbo` interface; nothing of their networks or processes.
 
-Difformer (Gao et al. 2022, §3.4) predicts the target length with a head on its encoder (loss
-weight 0.1) and decodes `length_beam` lengths × `noise_beam` noise draws, keeping the candidate an
-autoregressive model scores highest. Here the length predictor is a separate small model over the
-source [our choice: one predictor, trained once per dataset, serves every method — the canvas
+Difformer (Gao et al. 2024, official code zhjgao/difformer; METHODS.md §2) predicts the target
+length with a head on its encoder (loss weight 0.1) and decodes `length_beam` lengths × `noise_beam`
+noise draws, keeping the candidate an autoregressive model scores highest. Here the length
+predictor is a separate small model over the source [our choice: one predictor, trained once per dataset, serves every method — the canvas
 already lets each method place PAD itself, so plain decoding needs no length at all].
 """
 

@@ -632,29 +632,37 @@ def chrf(hyps: Sequence[str], refs: Sequence[str], word_order: int = 0) -> float
 
 
 # ---- infilling on datasets with exact conditionals (mixture, hmm) ---------------------------------
-def _free_order(fixed: torch.Tensor) -> torch.Tensor:
-    """(B, L) positions of each row, fixed ones first (stable), so column j ≥ n_fixed is the j-th free one."""
-    return torch.sort((~fixed).long(), dim=1, stable=True).indices
-
-
-@torch.no_grad()
-def infill_log_prob(dataset: Any, x: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-    """(B,) exact log p(x_free | x_fixed) in nats by the chain rule over the free positions, each
-    factor from the dataset's exact conditionals p(x_i | observed) (mixture, hmm): one call per
-    free position, vectorised over the batch."""
-    x, fixed = x.long(), fixed.bool()
-    order = _free_order(fixed)
+def _over_free_positions(dataset: Any, x: torch.Tensor, fixed: torch.Tensor, visit) -> torch.Tensor:
+    """Walk every row's free positions left to right, each time with the exact conditionals
+    p(x_i | positions observed so far) (one dataset call per column, vectorised over rows):
+    visit(probs (B, K), current (B,), todo (B,)) returns the tokens to place. Returns the filled x."""
+    x, fixed = x.long().clone(), fixed.bool()
+    order = torch.sort((~fixed).long(), dim=1, stable=True).indices  # fixed first, then free in order
     observed = fixed.clone()
-    out = torch.zeros(x.shape[0], dtype=torch.float64)
     rows = torch.arange(x.shape[0])
     for j in range(int(fixed.sum(1).min()), x.shape[1]):
         pos = order[:, j]
         todo = ~observed[rows, pos]  # rows with fewer free positions have none left at column j
         if not bool(todo.any()):
             continue
-        p = dataset.conditionals(x, observed)[rows, pos, x[rows, pos]]  # (B,)
-        out += torch.where(todo, p.clamp_min(1e-300).log(), torch.zeros_like(out))
+        probs = dataset.conditionals(x, observed)[rows, pos]  # (B, K)
+        x[rows, pos] = torch.where(todo, visit(probs, x[rows, pos], todo), x[rows, pos])
         observed[rows, pos] = True
+    return x
+
+
+@torch.no_grad()
+def infill_log_prob(dataset: Any, x: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """(B,) exact log p(x_free | x_fixed) in nats by the chain rule over the free positions, each
+    factor from the dataset's exact conditionals p(x_i | observed) (mixture, hmm)."""
+    out = torch.zeros(x.shape[0], dtype=torch.float64)
+
+    def score(probs, current, todo):
+        p = probs.gather(1, current[:, None])[:, 0].clamp_min(1e-300).log()
+        out.add_(torch.where(todo, p, torch.zeros_like(p)))
+        return current
+
+    _over_free_positions(dataset, x, fixed, score)
     return out
 
 
@@ -662,18 +670,9 @@ def infill_log_prob(dataset: Any, x: torch.Tensor, fixed: torch.Tensor) -> torch
 def exact_infills(dataset: Any, values: torch.Tensor, fixed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """(B, L) exact draws of the free positions given the fixed ones (ancestral over the free
     positions with exact conditionals): the reference an infilling sampler should match."""
-    x = torch.where(fixed, values.long(), torch.zeros_like(values, dtype=torch.long))
-    order = _free_order(fixed)
-    observed = fixed.clone()
-    rows = torch.arange(x.shape[0])
-    for j in range(int(fixed.sum(1).min()), x.shape[1]):
-        pos = order[:, j]
-        todo = ~observed[rows, pos]
-        if not bool(todo.any()):
-            continue
-        probs = dataset.conditionals(x, observed)[rows, pos]  # (B, K)
-        u = torch.rand(len(rows), 1, generator=generator, dtype=torch.float64)
-        draw = (probs.cumsum(-1) < u * probs.sum(-1, keepdim=True)).sum(-1).clamp_max(probs.shape[-1] - 1)
-        x[rows, pos] = torch.where(todo, draw, x[rows, pos])
-        observed[rows, pos] = True
-    return x
+
+    def draw(probs, current, todo):
+        u = torch.rand(len(probs), 1, generator=generator, dtype=torch.float64)
+        return (probs.cumsum(-1) < u * probs.sum(-1, keepdim=True)).sum(-1).clamp_max(probs.shape[-1] - 1)
+
+    return _over_free_positions(dataset, torch.where(fixed, values.long(), 0), fixed, draw)

@@ -198,3 +198,27 @@ def test_infill_report_of_an_exact_sampler_has_no_excess():
     good = infill_report(Exact(), ds, SampleConfig(batch_size=2000), 2000)
     bad = infill_report(Uniform(), ds, SampleConfig(batch_size=2000), 2000)
     assert abs(good["infill_excess"]) < 4 * good["infill_entropy_se"] and bad["infill_excess"] > 0.5
+
+
+def test_embedding_anchor_imposes_clean_sources_and_noised_fixed_tokens():
+    """The anchor of embedding methods: seq2seq source positions get their clean embeddings,
+    other fixed positions a fresh draw of q(z_t | x) = N(a_t e, s_t² I), free positions are left."""
+    method, ds, _ = build("difformer")
+    n = 4000
+    x = ds.split("test")[:1].expand(n, -1)
+    fixed = torch.zeros_like(x, dtype=torch.bool)
+    fixed[:, :ds.cond_len] = True
+    fixed[:, ds.cond_len + 1] = True  # one target token fixed (infilling)
+    cond = Condition(x, fixed)
+    sched = method.decode_sched
+    t = torch.tensor(0.5)
+    z = torch.randn(n, ds.seq_len, method.options.embed_dim)
+    with torch.no_grad():
+        out = method._anchor(cond, sched, torch.Generator().manual_seed(0))(z, t)
+        e = method.emb(x)
+    a, s = sched.coefficients(t.reshape(1, 1, 1))
+    torch.testing.assert_close(out[:, :ds.cond_len], e[:, :ds.cond_len])
+    free = ~fixed[0]
+    torch.testing.assert_close(out[:, free], z[:, free])
+    eps = (out[:, ds.cond_len + 1] - a[0, 0] * e[:, ds.cond_len + 1]) / s[0, 0]  # (n, d)
+    assert abs(float(eps.mean())) < 0.01 and abs(float(eps.std()) - 1) < 0.01
