@@ -5,8 +5,9 @@
 Difformer (Gao et al. 2024, official code zhjgao/difformer; METHODS.md §2) predicts the target
 length with a head on its encoder (loss weight 0.1) and decodes `length_beam` lengths × `noise_beam`
 noise draws, keeping the candidate an autoregressive model scores highest. Here the length
-predictor is a separate small model over the source [our choice: one predictor, trained once per dataset, serves every method — the canvas
-already lets each method place PAD itself, so plain decoding needs no length at all].
+predictor is a separate small model over the source [our choice: one predictor, trained once per
+dataset, serves every method — the canvas already lets each method place PAD itself, so plain
+decoding needs no length at all].
 """
 
 from __future__ import annotations
