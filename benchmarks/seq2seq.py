@@ -25,7 +25,15 @@ from catdiff import metrics  # noqa: E402
 from catdiff.evaluate import length_predictor, likelihood, load_judge, load_run, seq2seq_report  # noqa: E402
 
 METHODS = ("ar", "mdlm", "difformer", "catdm", "lddm-fuji", "lddm-seq")
+MASKED = ("mdlm", "lddm-fuji", "lddm-seq")  # methods with a reveal order (sample.order)
 STEPS = (1, 2, 4, 8, 16, 32)
+
+
+ORDER_TAG = {"random": "", "confidence": " (conf.)"}
+
+
+def method_rank(method: str) -> int:
+    return METHODS.index(method) if method in METHODS else len(METHODS)
 
 
 def run_one(method: str, task: str, args) -> dict:
@@ -37,10 +45,12 @@ def run_one(method: str, task: str, args) -> dict:
         info = logged_train_info(run)
     cfg, m, ds = load_run(run)
     lik = likelihood(m, ds, "test", passes=1, max_examples=args.num_samples, batch_size=256)
-    scfg = replace(cfg.sample, batch_size=256, seed=0)
-    rows = [seq2seq_report(m, ds, replace(scfg, steps=k), args.num_samples) for k in
-            ((ds.seq_len - ds.cond_len,) if method == "ar" else STEPS)]
-    res = {"method": method, "task": task, "run": str(run), "train": info,
+    scfg = replace(cfg.sample, batch_size=256, seed=0, temperature=args.temperature)
+    orders = args.orders.split(",") if method in MASKED else ["random"]
+    rows = [{**seq2seq_report(m, ds, replace(scfg, steps=k, order=o), args.num_samples), "order": o}
+            for o in orders for k in ((ds.seq_len - ds.cond_len,) if method == "ar" else STEPS)]
+    res = {"method": method, "task": task, "run": str(run), "train": info, "temperature": args.temperature,
+           "cpu_minutes": args.minutes,
            "bits_per_target_token": lik["bits_per_token"], "samples": rows}
     ar_run = Path(args.runs) / task / "ar"
     if method != "ar" and args.beam_steps and (ar_run / "config.yaml").is_file():
@@ -60,13 +70,17 @@ def report(res: dict) -> str:
         rows = []
         for r in recs:
             for s in r["samples"]:
-                rows.append({"method": r["method"], "train steps": r["train"]["steps"],
+                rows.append({"method": r["method"] + ORDER_TAG[s.get("order", "random")],
+                             "train steps": r["train"]["steps"],
                              "bits/target tok": r["bits_per_target_token"], "steps": s["steps"], "nfe": s["nfe"],
                              "exact match": s["exact_match"], "token acc": s["token_accuracy"],
                              "length acc": s["length_accuracy"], "BLEU": s["bleu"],
                              "s/sample": s["sec_per_sample"]})
         over = recs[0].get("overrides") if recs else None
-        lines += [f"## Task `{task}`" + (f" ({' '.join(over)})" if over else ""), "",
+        setting = {f"{r.get('cpu_minutes', 3):g} CPU-min per run" for r in recs} | \
+                  {f"temperature {r.get('temperature', 1.0):g}" for r in recs}
+        head = f"## Task `{task}`" + (f" ({' '.join(over)})" if over else "")
+        lines += [f"{head} — {', '.join(sorted(setting))}", "",
                   metrics.format_table(rows, list(rows[0])), ""]
         beam_rows = [{"method": r["method"], "steps": r["beam"]["steps"], "nfe": r["beam"]["nfe"],
                       "exact match": r["beam"]["exact_match"], "length acc": r["beam"]["length_accuracy"],
@@ -76,8 +90,8 @@ def report(res: dict) -> str:
                       "network call denoises all 6 together: 6× the compute of one draw):", "",
                       metrics.format_table(beam_rows, list(beam_rows[0])), ""]
         if ar_em:
-            best = max(((s["exact_match"], r["method"], s["steps"]) for r in recs if r["method"] != "ar"
-                        for s in r["samples"] if s["steps"] <= 16), default=None)
+            best = max(((s["exact_match"], r["method"] + ORDER_TAG[s.get("order", "random")], s["steps"])
+                        for r in recs if r["method"] != "ar" for s in r["samples"] if s["steps"] <= 16), default=None)
             if best:
                 lines += [f"Best diffusion at ≤ 16 steps: {best[1]} at {best[2]} steps, exact match {best[0]:.3f} = "
                           f"{100 * best[0] / ar_em:.1f}% of AR's {ar_em:.3f}.", ""]
@@ -102,8 +116,10 @@ def plot(res: dict, path: Path) -> None:
             if r["method"] == "ar":
                 ax.axhline(r["samples"][0]["exact_match"], color="k", ls="--", label="ar (L calls)")
             else:
-                ax.plot([s["steps"] for s in r["samples"]], [s["exact_match"] for s in r["samples"]], "o-",
-                        label=r["method"])
+                for o in dict.fromkeys(s.get("order", "random") for s in r["samples"]):
+                    rows = [s for s in r["samples"] if s.get("order", "random") == o]
+                    ax.plot([s["steps"] for s in rows], [s["exact_match"] for s in rows],
+                            "o-" if o == "random" else "s--", label=r["method"] + ORDER_TAG[o])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps")
         ax.set_ylabel("exact match")
@@ -124,6 +140,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--append", action="store_true", help="add these tasks to the existing seq2seq.json")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="of every draw (0 = argmax: greedy AR decoding, most probable tokens for diffusion)")
+    p.add_argument("--orders", default="random,confidence",
+                   help="reveal orders of the masked methods (MDLM, LDDM): random (ancestral), confidence")
     p.add_argument("--beam-steps", type=int, default=16, help="steps of the length × noise beam rows (0 = none)")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = p.parse_args(argv)
@@ -133,20 +153,26 @@ def main(argv=None) -> int:
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "budget": {"preset": args.preset, "cpu_minutes": args.minutes, "batch_size": args.batch_size,
                       "lr": args.lr}, "tasks": args.tasks.split(","), "runs": []}
-    if args.append and (out / "seq2seq.json").is_file():  # keep the other tasks' runs and commands
+    new = {(t, m) for t in res["tasks"] for m in args.methods.split(",")}
+    if args.append and (out / "seq2seq.json").is_file():  # keep the other (task, method) runs and commands
         old = json.loads((out / "seq2seq.json").read_text())
-        res["runs"] = [r for r in old["runs"] if r["task"] not in res["tasks"]]
-        res["tasks"] = [t for t in old["tasks"] if t not in res["tasks"]] + res["tasks"]
+        res["runs"] = [r for r in old["runs"] if (r["task"], r["method"]) not in new]
+        res["tasks"] = old["tasks"] + [t for t in res["tasks"] if t not in old["tasks"]]
         res["command"] = old["command"] + "`; `" + res["command"]
     for task in args.tasks.split(","):
         for method in args.methods.split(","):
             print(f"[{task} / {method}] ...", flush=True)
             res["runs"].append({**run_one(method, task, args), "overrides": list(args.overrides)})
+            res["runs"].sort(key=lambda r: (res["tasks"].index(r["task"]), method_rank(r["method"])))
             (out / "seq2seq.json").write_text(json.dumps(res, indent=1))  # partial results survive
     plot(res, out / "seq2seq.png")
-    md = (f"# Synthetic seq2seq ({args.preset} preset, batch {args.batch_size}, {args.minutes:g} CPU-min of "
-          f"training per run)\n\nCommand: `{res['command']}`  \nCommit: `{res['git_commit']}`\n\n" + report(res) +
+    md = (f"# Synthetic seq2seq ({args.preset} preset, batch {args.batch_size}; training CPU time and decoding "
+          f"temperature per task below)\n\nCommand: `{res['command']}`  \nCommit: `{res['git_commit']}`\n\n" +
+          report(res) +
           "\n![exact match by steps](seq2seq.png)\n")
+    old_md = (out / "seq2seq.md").read_text() if (out / "seq2seq.md").is_file() else ""
+    if "\n## Reading" in old_md:  # a re-render keeps the hand-written reading
+        md += old_md[old_md.index("\n## Reading"):]
     (out / "seq2seq.md").write_text(md)
     print(md)
     return 0

@@ -48,7 +48,7 @@ def _cmd_sample(args) -> int:
                  clamp=True if args.clamp else sc.clamp,
                  early_stop=args.early_stop if args.early_stop is not None else sc.early_stop,
                  guidance=sc.guidance if args.guidance is None else args.guidance,
-                 latent_steps=args.latent_steps or sc.latent_steps)
+                 latent_steps=args.latent_steps or sc.latent_steps, order=args.order or sc.order)
     condition = _condition_from_args(args, dataset, method.seq_len)
     out, sec = draw_samples(method, sc.num_samples, sc, condition)
     x = out.samples
@@ -104,7 +104,7 @@ def _cmd_eval(args) -> int:
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     res = evaluate_run(args.run, steps, args.num_samples, args.seed, args.device, args.judge,
                        progress=not args.quiet, length_beam=args.length_beam, noise_beam=args.noise_beam,
-                       rerank_dir=args.rerank, infill_frac=args.infill_frac)
+                       rerank_dir=args.rerank, infill_frac=args.infill_frac, order=args.order)
     print(render(res))
     print(f"wrote {Path(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
     return 0
@@ -140,6 +140,10 @@ def _cmd_list(args) -> int:
     return 0
 
 
+ORDER_HELP = ("masked methods (MDLM, LDDM): reveal order, random (ancestral) or confidence "
+              "(most probable draws first, a greedy heuristic)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="catdiff", description="Diffusion models on categorical data.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -168,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--early-stop", type=int, default=None, help="Gaussian methods: grid points skipped at the end")
     s.add_argument("--guidance", type=float, default=None, help="LDDM: latent guidance weight w (0 = off)")
     s.add_argument("--latent-steps", type=int, default=None, help="LDDM-SEQ: steps of the latent chain")
+    s.add_argument("--order", choices=("random", "confidence"), default=None, help=ORDER_HELP)
     s.add_argument("--prompt", default=None, help="fixed prefix (text, or space-separated token ids); "
                                                   "for seq2seq runs the source")
     s.add_argument("--infill", default=None, help="template with '_' for each free position, e.g. 'The ___ of ___'")
@@ -186,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rerank", default=None, help="seq2seq: AR run that reranks the beam's candidates")
     e.add_argument("--infill-frac", type=float, default=0.0,
                    help="mixture/hmm: also score infilling with this fraction of positions fixed (exact likelihood)")
+    e.add_argument("--order", choices=("random", "confidence"), default=None, help=ORDER_HELP)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)

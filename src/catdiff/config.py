@@ -72,6 +72,7 @@ class SampleConfig:
     cache: bool = True
     seed: int = 0
     sampler: str = "auto"  # Gaussian methods: ddpm | ddim | euler | heun ("auto" = the method's default)
+    order: str = "random"  # masked methods (MDLM, LDDM tokens): random (ancestral) | confidence (greedy)
     clamp: bool | None = None  # Gaussian methods: clamping trick (None = the method's default)
     early_stop: int | None = None  # Gaussian methods: grid points skipped at the end (None = default)
     guidance: float = 0.0  # latent guidance w: logits_c + w (logits_c - logits_∅) (LDDM; 0 = off, one call)
@@ -251,6 +252,8 @@ def build_config(raw: dict) -> Config:
     registry.model_preset(cfg.model)  # validates the preset name
     if cfg.train.budget_clock not in ("wall", "cpu"):
         raise ConfigError(f"train.budget_clock must be wall or cpu, got {cfg.train.budget_clock!r}")
+    if cfg.sample.order not in ("random", "confidence"):
+        raise ConfigError(f"sample.order must be random or confidence, got {cfg.sample.order!r}")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
     for key, val in (("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size),

@@ -191,12 +191,13 @@ def load_judge(run_dir: str | Path, device: str = "auto"):
 def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None = None, seed: int = 0,
                  device: str = "auto", judge_dir: str | None = None, out_name: str = "eval",
                  progress: bool = True, length_beam: int = 0, noise_beam: int = 1,
-                 rerank_dir: str | None = None, infill_frac: float = 0.0) -> dict:
+                 rerank_dir: str | None = None, infill_frac: float = 0.0, order: str | None = None) -> dict:
     """Likelihood bound and sample metrics of a run → RUN/eval.{json,md}. Seq2seq runs: targets for
     held-out sources; length_beam > 0 decodes length_beam × noise_beam candidates per source
     (a length predictor is fitted once and kept in RUN/length.pt), reranked by the AR run
     `rerank_dir` when given. infill_frac > 0 (mixture, hmm): also infilling with that fraction of
-    positions fixed, scored by the exact conditional likelihood (infill_report)."""
+    positions fixed, scored by the exact conditional likelihood (infill_report). `order` overrides
+    the run's sample.order (masked methods: random | confidence)."""
     cfg, method, dataset = load_run(run_dir, device)
     ec = cfg.eval
     beams = None
@@ -209,7 +210,7 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
               "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, seed=seed)}
     judge = load_judge(judge_dir or ec.judge, device) if (judge_dir or ec.judge) else None
     steps_list = steps_list or ([method.seq_len] if method.exact_likelihood else list(ec.steps))
-    scfg = replace(cfg.sample, seed=seed)
+    scfg = replace(cfg.sample, seed=seed, order=order or cfg.sample.order)
     result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples or ec.num_samples, judge, progress,
                                    beams)
     if beams:

@@ -31,6 +31,7 @@ DATASETS: dict[str, str] = {
 
 SAMPLERS: dict[str, str] = {
     "masked-ancestral": "MDLM ancestral sampler, any step count, cached variant (samplers.sample_masked)",
+    "masked-confidence": "masked sampler revealing the most confident draws first (sample.order=confidence)",
     "ar-kv": "autoregressive ancestral sampling with a KV cache (methods.ar.AR.sample)",
 }
 

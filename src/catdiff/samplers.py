@@ -67,6 +67,27 @@ def time_grid(steps: int, device=None) -> torch.Tensor:
     return torch.linspace(1.0, 0.0, steps + 1, device=device)
 
 
+MASK_ORDERS = ("random", "confidence")
+
+
+def confidence_step(z_t: torch.Tensor, x0: torch.Tensor, logp: torch.Tensor, remain: torch.Tensor,
+                    mask_id: int) -> torch.Tensor:
+    """Reveal the most confident masked positions of z_t (B, L), keeping `remain` (B,) masked.
+
+    Confidence of a masked position = p_θ(x0_i | z_t), the probability of the token drawn there
+    (MaskGIT, Chang et al. 2022, §3.2, without its annealed noise; LLaDA's "low-confidence
+    remasking", Nie et al. 2025, Alg. 5). Ties go to the leftmost position. Revealed tokens and
+    fixed positions are carried over unchanged.
+    """
+    masked = z_t == mask_id
+    conf = logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1).float()
+    conf = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
+    order = torch.sort(conf, dim=1, descending=True, stable=True).indices  # (B, L)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(z_t.shape[1], device=z_t.device).expand_as(order))
+    n_reveal = (masked.sum(1) - remain).clamp_min(0)  # (B,)
+    return torch.where(masked & (rank < n_reveal[:, None]), x0, z_t)
+
+
 @torch.no_grad()
 def sample_masked(
     denoise: Denoiser,
@@ -78,17 +99,27 @@ def sample_masked(
     opts: DrawOptions | None = None,
     cache: bool = True,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    order: str = "random",
 ) -> tuple[torch.Tensor, int]:
-    """MDLM ancestral sampler (Sahoo et al. 2024, §3.3 and Alg. 2): z (B, L) start (all masks).
+    """MDLM sampler (Sahoo et al. 2024, §3.3 and Alg. 2): z (B, L) start (all masks, or some
+    positions fixed by a condition).
 
-    Each step t -> s reveals each masked token with probability (α_s - α_t)/(1 - α_t), its value
-    drawn from p_θ(· | z_t); the last step reveals every remaining mask. With `cache`, when a step
-    changes no token the previous p_θ is reused and the network is not called (MDLM §4.2; exact
-    when the denoiser ignores t, as MDLM's time-free SUBS model does, an approximation otherwise).
-    Returns (x_0, number of denoiser calls).
+    order="random" (ancestral, exact in the limit of many steps): each step t -> s reveals each
+    masked token with probability (α_s - α_t)/(1 - α_t), its value drawn from p_θ(· | z_t).
+    order="confidence" (a greedy heuristic, not a sampler of the model's distribution): each step
+    reveals, per row, the number of tokens the schedule expects, n_0 (1 - α_s)/(1 - α_1) left
+    masked (n_0 = masks at the start, rounded), choosing the positions whose drawn token is most
+    probable (`confidence_step`). Either way the last step reveals every remaining mask. With
+    `cache`, when a step changes no token the previous p_θ is reused and the network is not called
+    (MDLM §4.2; exact when the denoiser ignores t, as MDLM's time-free SUBS model does, an
+    approximation otherwise). Returns (x_0, number of denoiser calls).
     """
+    if order not in MASK_ORDERS:
+        raise ValueError(f"order must be one of {MASK_ORDERS}, got {order!r}")
     opts = opts or DrawOptions()
     grid = time_grid(steps, z.device)
+    n0 = (z == mask_id).sum(1).double()  # (B,)
+    start = 1.0 - schedule.alpha(grid[:1]).double()
     nfe, logp = 0, None
     for j in range(steps):
         t, s = grid[j], grid[j + 1]
@@ -96,8 +127,12 @@ def sample_masked(
             logp = denoise(z, t.expand(z.shape[0]))  # (B, L, K)
             nfe += 1
         x0 = draw_categorical(logp, generator, opts)  # (B, L)
-        p = torch.ones((), device=z.device) if j == steps - 1 else unmask_probability(schedule, t, s)
-        z_next = posterior_step(z, x0, p, mask_id, generator)
+        if order == "confidence":
+            left = (1.0 - schedule.alpha(s[None]).double()) / start if j < steps - 1 else torch.zeros(1, device=z.device)
+            z_next = confidence_step(z, x0, logp, torch.round(n0 * left).long(), mask_id)
+        else:
+            p = torch.ones((), device=z.device) if j == steps - 1 else unmask_probability(schedule, t, s)
+            z_next = posterior_step(z, x0, p, mask_id, generator)
         if not torch.equal(z_next, z):
             logp = None
         z = z_next

@@ -64,6 +64,8 @@ def test_config_errors_name_the_key():
         load_config(ROOT / "configs/mdlm/mixture.yaml", ["data.colour=red"])
     with pytest.raises(ConfigError, match="train.max_steps"):
         load_config(ROOT / "configs/mdlm/mixture.yaml", ["train.max_steps=0"])
+    with pytest.raises(ConfigError, match="sample.order"):
+        load_config(ROOT / "configs/mdlm/mixture.yaml", ["sample.order=greedy"])
 
 
 def test_train_sample_eval_from_the_cli_on_digits_and_text(tmp_path, capsys):

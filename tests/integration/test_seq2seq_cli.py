@@ -21,8 +21,13 @@ def test_copy_task_reaches_full_exact_match_and_samples_from_a_prompt(tmp_path, 
     assert main(["eval", str(run), "--steps", "2,8", "--num-samples", "256", "--quiet"]) == 0
     rows = json.loads((run / "eval.json").read_text())["samples"]
     assert [r["exact_match"] for r in rows] == [1.0, 1.0] and rows[0]["bleu"] == pytest.approx(100.0)
+    assert main(["eval", str(run), "--steps", "2", "--num-samples", "64", "--quiet", "--order", "confidence"]) == 0
+    assert json.loads((run / "eval.json").read_text())["samples"][0]["exact_match"] == 1.0
     capsys.readouterr()
     assert main(["sample", str(run), "--prompt", "3 1 4 1", "--num-samples", "2", "--steps", "4"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["3 1 4 1 → 3 1 4 1"] * 2
+    assert main(["sample", str(run), "--prompt", "3 1 4 1", "--num-samples", "2", "--steps", "4",
+                 "--order", "confidence"]) == 0
     assert capsys.readouterr().out.splitlines() == ["3 1 4 1 → 3 1 4 1"] * 2
     # length × noise beams reranked by a (barely trained) AR run on the same task
     ar = tmp_path / "ar"

@@ -72,6 +72,17 @@ def test_fixed_positions_survive_sampling_in_every_method(name):
     assert torch.equal(one.samples[:, fixed[0]].to(values.dtype), values[:1, fixed[0]].expand(n, -1))
 
 
+@pytest.mark.parametrize("name", ["mdlm", "lddm-fuji", "lddm-seq"])
+def test_confidence_order_keeps_fixed_positions_in_masked_methods(name):
+    method, ds, _ = build(name)
+    values = ds.split("test")[:5]
+    fixed = torch.rand(values.shape, generator=torch.Generator().manual_seed(2)) < 0.5
+    out = method.sample(5, SampleConfig(steps=3, order="confidence"), torch.Generator().manual_seed(0),
+                        condition=Condition(values, fixed))
+    assert torch.equal(out.samples[fixed], values[fixed])
+    assert (out.samples < ds.vocab_size).all()  # every mask revealed
+
+
 def test_masked_sampler_never_changes_fixed_tokens_midway():
     method, ds, _ = build("mdlm")
     x = ds.split("test")[:4]

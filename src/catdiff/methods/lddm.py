@@ -316,7 +316,7 @@ class LDDMSeq(LDDM):
             return self.token_log_probs(z_t, y, t, t_lo, guidance=cfg.guidance)[0]
 
         x, token_calls = sample_masked(denoise, z, self.process.tokens, cfg.steps, self.mask_id, generator,
-                                       self._draw_options(cfg), cache=cfg.cache)
+                                       self._draw_options(cfg), cache=cfg.cache, order=cfg.order)
         calls = latent_calls + token_calls * (2 if cfg.guidance > 0 else 1)
         return SampleOutput(samples=x, nfe=calls, info={"latent": y, "network_calls": calls,
                                                         "latent_calls": latent_calls, "token_calls": token_calls})

@@ -83,5 +83,5 @@ class MDLM(Method):
             z = self._condition(condition, n).impose(z)
         opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
         x, nfe = sample_masked(self.log_probs, z, self.schedule, cfg.steps, self.mask_id,
-                               generator, opts, cache=cfg.cache)
+                               generator, opts, cache=cfg.cache, order=cfg.order)
         return SampleOutput(samples=x, nfe=nfe)
