@@ -128,7 +128,8 @@ def sample_masked(
             nfe += 1
         x0 = draw_categorical(logp, generator, opts)  # (B, L)
         if order == "confidence":
-            left = (1.0 - schedule.alpha(s[None]).double()) / start if j < steps - 1 else torch.zeros(1, device=z.device)
+            last = j == steps - 1
+            left = torch.zeros(1, device=z.device) if last else (1.0 - schedule.alpha(s[None]).double()) / start
             z_next = confidence_step(z, x0, logp, torch.round(n0 * left).long(), mask_id)
         else:
             p = torch.ones((), device=z.device) if j == steps - 1 else unmask_probability(schedule, t, s)
