@@ -25,10 +25,11 @@ from . import registry
 from .config import Config, build_config, save_config
 from .errors import CheckpointError, ConfigError, TrainingError
 
-# keys that may differ between a run and its resumption
+# keys that may differ between a run and its resumption (a run directory may be moved or copied:
+# out_dir, and init_from, used only when a run starts, do not bind it)
 RESUMABLE_CHANGES = {"train.max_steps", "train.ckpt_every", "train.log_every", "train.eval_every",
                      "train.progress", "train.max_minutes", "train.budget_clock", "train.device", "train.tensorboard",
-                     "train.eval_batches", "sample", "eval", "method.prior_steps"}
+                     "train.eval_batches", "sample", "eval", "method.prior_steps", "train.out_dir", "train.init_from"}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -68,6 +68,15 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
 
 
+def test_a_moved_run_directory_resumes(tmp_path):
+    import shutil
+
+    train(cfg_for(tmp_path, "train.max_steps=3", name="here"))
+    shutil.copytree(tmp_path / "here", tmp_path / "there")
+    assert train(cfg_for(tmp_path, "train.max_steps=5", name="there"), resume=True)["step"] == 5
+    assert sorted(losses(tmp_path / "there")) == list(range(1, 6))
+
+
 def test_resume_refuses_a_changed_model(tmp_path):
     train(cfg_for(tmp_path, "train.max_steps=2"))
     with pytest.raises(CheckpointError, match="model.d_model"):
