@@ -62,6 +62,20 @@ def add_budget_args(p, minutes: float, batch_size: int, num_samples: int) -> Non
 def logged_train_info(run_dir: Path) -> dict:
     """What `bench_train` returns, read back from a finished run's metrics.jsonl (--eval-only)."""
     recs = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in recs if "tokens_per_s" in r][-1]
+    logged = [r for r in recs if "tokens_per_s" in r]
+    if not logged:  # a run shorter than its logging interval
+        return {"run": str(run_dir), "steps": max((r.get("step", 0) for r in recs), default=0), "wall_s": None,
+                "cpu_s": None, "tokens_per_s": None}
+    last = logged[-1]
     return {"run": str(run_dir), "steps": last["step"], "wall_s": last["elapsed_s"], "cpu_s": last.get("budget_s"),
             "tokens_per_s": last["tokens_per_s"]}
+
+
+def write_report(path: Path, md: str, keep_reading: bool) -> None:
+    """Write a results page; with keep_reading, the old page's hand-written "## Reading" section
+    (the rest of the page from that heading) is carried over to the new one."""
+    path = Path(path)
+    old = path.read_text() if keep_reading and path.is_file() else ""
+    if "\n## Reading" in old:
+        md += old[old.index("\n## Reading"):]
+    path.write_text(md)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_budget_args, bench_train, git_commit, logged_train_info, machine  # noqa: E402
+from common import add_budget_args, bench_train, git_commit, logged_train_info, machine, write_report  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
@@ -211,10 +211,7 @@ def main(argv=None) -> int:
     md = (f"# Few-step generation on `{args.dataset}` ({b['preset']} preset, batch {b['batch_size']}, "
           f"{b['minutes']:g} CPU-min of training per method)\n\nCommand: `{res['command']}`  \n"
           f"Commit: `{res['git_commit']}`\n\n" + report(res) + f"\n![few-step]({stem.name}.png)\n")
-    old = Path(f"{stem}.md").read_text() if args.render_only and Path(f"{stem}.md").is_file() else ""
-    if "\n## Reading" in old:  # a re-render keeps the hand-written reading
-        md += old[old.index("\n## Reading"):]
-    Path(f"{stem}.md").write_text(md)
+    write_report(Path(f"{stem}.md"), md, keep_reading=args.render_only)
     print(md)
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_budget_args, bench_train, git_commit, logged_train_info, machine  # noqa: E402
+from common import add_budget_args, bench_train, git_commit, logged_train_info, machine, write_report  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.evaluate import length_predictor, likelihood, load_judge, load_run, seq2seq_report  # noqa: E402
@@ -170,10 +170,7 @@ def main(argv=None) -> int:
           f"temperature per task below)\n\nCommand: `{res['command']}`  \nCommit: `{res['git_commit']}`\n\n" +
           report(res) +
           "\n![exact match by steps](seq2seq.png)\n")
-    old_md = (out / "seq2seq.md").read_text() if (out / "seq2seq.md").is_file() else ""
-    if "\n## Reading" in old_md:  # a re-render keeps the hand-written reading
-        md += old_md[old_md.index("\n## Reading"):]
-    (out / "seq2seq.md").write_text(md)
+    write_report(out / "seq2seq.md", md, keep_reading=args.append)
     print(md)
     return 0
 
