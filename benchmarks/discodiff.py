@@ -94,6 +94,32 @@ def w2_rows(method, ds, cfg, n: int, seeds=(0, 1, 2)) -> list[dict]:
     return rows
 
 
+def prior_check(method, ds, scfg, args, steps=(5, 10)) -> list[dict]:
+    """Is the AR prior what limits DisCo-Diff? FD-digits (to the test and training images) with
+    latents from the prior vs iid draws from the training images' own latents (a perfect prior of
+    the training set), at `steps` Heun steps, mean over args.seeds sample seeds."""
+    train = ds.split("train")
+    extracted = method.extract(train.to(method.device))
+    ref = {"fd_digits": ds.to_tokens(ds.split("test")), "fd_digits_train": ds.to_tokens(train)}
+    rows = []
+    for k in steps:
+        for source in ("prior", "training latents"):
+            vals = []
+            for s in range(args.seeds):
+                g = torch.Generator().manual_seed(s)
+                lat = None if source == "prior" else extracted[torch.randint(0, len(train), (args.num_samples,),
+                                                                             generator=torch.Generator().manual_seed(s))]
+                out = method.sample(args.num_samples, replace(scfg, steps=k, seed=s), g, latents=lat)
+                tok = ds.to_tokens(out.samples)
+                vals.append([metrics.fd_digits(tok, ref[key]) for key in ref])
+            v = np.array(vals)
+            rows.append({"steps": k, "nfe": out.nfe, "latents": source,
+                         **{key: float(v[:, j].mean()) for j, key in enumerate(ref)},
+                         **{f"{key} ±": float(v[:, j].std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+                            for j, key in enumerate(ref)}})
+    return rows
+
+
 def switching(method, ds, n: int = 500, seed: int = 0) -> list[dict]:
     """Generate with latent a until σ_switch, then latent b: share of samples whose component is
     b's (the component most samples with b alone land in)."""
@@ -218,6 +244,8 @@ def run_pair(args, res: dict, out: Path) -> str:
         if args.dataset == "digits":
             r["ode"] = rec = ode_record(m, ds, n=256, seed=0)
             records.append(rec)
+            if name == b:
+                r["prior_check"] = prior_check(m, ds, cfg.sample, args)
         res["methods"][name] = r
 
     def by_steps(key: str, with_nfe: bool) -> list[dict]:
@@ -261,6 +289,11 @@ def run_pair(args, res: dict, out: Path) -> str:
         md += (f"\nFloors — {args.num_samples} draws with replacement from the training images in place of "
                "samples (3 draws): fd_digits " + ", ".join(f"{v:.3g}" for v in res["fd_floor"]) +
                "; fd_digits_train " + ", ".join(f"{v:.3g}" for v in res["fd_train_floor"]) + ".\n")
+    if args.dataset == "digits":
+        rows3 = res["methods"][b]["prior_check"]
+        md += (f"\nIs the prior the limit? {b} with latents from its AR prior vs iid draws of the training "
+               "images' own latents (a perfect prior of the training set):\n\n" +
+               metrics.format_table(rows3, list(rows3[0])) + "\n")
     if records:
         plot_ode(records, out / f"{stem}_ode.png", labels=[a, b])
         md += "\n" + curvature_summary(res, a, b) + f"\n\n![ode]({stem}_ode.png)\n"
