@@ -88,6 +88,25 @@ def confidence_step(z_t: torch.Tensor, x0: torch.Tensor, logp: torch.Tensor, rem
     return torch.where(masked & (rank < n_reveal[:, None]), x0, z_t)
 
 
+def reveal_step(z: torch.Tensor, x0: torch.Tensor, logp: torch.Tensor, schedule: MaskSchedule, t: torch.Tensor,
+                s: torch.Tensor, last: bool, mask_id: int, generator: torch.Generator | None, order: str,
+                n0: torch.Tensor) -> torch.Tensor:
+    """One token step t -> s of a masked chain started at t = 1 with n0 (B,) masks, in `order`
+    (see `sample_masked`); the last step reveals every remaining mask."""
+    if order == "confidence":
+        one = torch.ones(1, device=z.device)
+        left = torch.zeros(1, device=z.device) if last else \
+            (1.0 - schedule.alpha(s[None]).double()) / (1.0 - schedule.alpha(one).double())
+        return confidence_step(z, x0, logp, torch.round(n0.double() * left).long(), mask_id)
+    p = torch.ones((), device=z.device) if last else unmask_probability(schedule, t, s)
+    return posterior_step(z, x0, p, mask_id, generator)
+
+
+def _check_order(order: str) -> None:
+    if order not in MASK_ORDERS:
+        raise ValueError(f"order must be one of {MASK_ORDERS}, got {order!r}")
+
+
 @torch.no_grad()
 def sample_masked(
     denoise: Denoiser,
@@ -114,12 +133,10 @@ def sample_masked(
     (MDLM §4.2; exact when the denoiser ignores t, as MDLM's time-free SUBS model does, an
     approximation otherwise). Returns (x_0, number of denoiser calls).
     """
-    if order not in MASK_ORDERS:
-        raise ValueError(f"order must be one of {MASK_ORDERS}, got {order!r}")
+    _check_order(order)
     opts = opts or DrawOptions()
     grid = time_grid(steps, z.device)
-    n0 = (z == mask_id).sum(1).double()  # (B,)
-    start = 1.0 - schedule.alpha(grid[:1]).double()
+    n0 = (z == mask_id).sum(1)  # (B,)
     nfe, logp = 0, None
     for j in range(steps):
         t, s = grid[j], grid[j + 1]
@@ -127,13 +144,7 @@ def sample_masked(
             logp = denoise(z, t.expand(z.shape[0]))  # (B, L, K)
             nfe += 1
         x0 = draw_categorical(logp, generator, opts)  # (B, L)
-        if order == "confidence":
-            last = j == steps - 1
-            left = torch.zeros(1, device=z.device) if last else (1.0 - schedule.alpha(s[None]).double()) / start
-            z_next = confidence_step(z, x0, logp, torch.round(n0 * left).long(), mask_id)
-        else:
-            p = torch.ones((), device=z.device) if j == steps - 1 else unmask_probability(schedule, t, s)
-            z_next = posterior_step(z, x0, p, mask_id, generator)
+        z_next = reveal_step(z, x0, logp, schedule, t, s, j == steps - 1, mask_id, generator, order, n0)
         if not torch.equal(z_next, z):
             logp = None
         z = z_next
@@ -267,27 +278,29 @@ def sample_coupled(
     eta: float = 0.0,
     lead: float = 1.0,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    order: str = "random",
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """FUJI joint sampler (METHODS.md §5): from z (B, L) all masks and y (B, P, dp) ~ N(0, I) at
     t = 1, `steps` uniform steps t → s, one joint network call each. Tokens: the MDLM posterior
     (reveal with (α_s - α_t)/(1 - α_t), values drawn from p_θ(· | z_t, y_t)); latent: DDIM(η) or
     the DDPM posterior from ŷ_0 at the clamped latent times. The last step reveals every
     remaining mask and sets y ← ŷ_0. `lead` > 1 runs the latent ahead of the tokens on the path
-    t_y = t^lead [our option; meant for a network trained with independent times]. Returns
-    (x_0, ŷ_0, network calls = steps)."""
+    t_y = t^lead [our option; meant for a network trained with independent times]. `order` of the
+    token reveals as in `sample_masked`. Returns (x_0, ŷ_0, network calls = steps)."""
     if kind not in ("ddpm", "ddim"):
         raise ValueError(f"unknown latent sampler {kind!r}; choose 'ddpm' or 'ddim'")
+    _check_order(order)
     opts = opts or DrawOptions()
     grid = time_grid(steps, z.device)
     B = z.shape[0]
+    n0 = (z == process.mask_id).sum(1)
     for j in range(steps):
         t, s = grid[j], grid[j + 1]
         t_y, s_y = process.latent_time(t ** lead), process.latent_time(s ** lead)
         logp, y0 = denoise(z, y, t.expand(B), t_y.expand(B))
         x0 = draw_categorical(logp, generator, opts)  # (B, L)
         last = j == steps - 1
-        p = torch.ones((), device=z.device) if last else unmask_probability(process.tokens, t, s)
-        z = posterior_step(z, x0, p, process.mask_id, generator)
+        z = reveal_step(z, x0, logp, process.tokens, t, s, last, process.mask_id, generator, order, n0)
         if last:
             y = y0
         elif s_y < t_y:

@@ -231,7 +231,8 @@ class LDDMFuji(LDDM):
             return self.token_log_probs(z_t, y_t, t_x, t_y, guidance=cfg.guidance)
 
         x, y0, steps = sample_coupled(denoise, z, y, self.process, cfg.steps, generator, self._draw_options(cfg),
-                                      self._latent_kind(cfg), self.options.eta, self.options.lead)
+                                      self._latent_kind(cfg), self.options.eta, self.options.lead,
+                                      order=cfg.order)
         calls = steps * (2 if cfg.guidance > 0 else 1)
         return SampleOutput(samples=x, nfe=calls, info={"latent": y0, "network_calls": calls})
 

@@ -185,10 +185,13 @@ def test_fuji_sampler_with_the_latent_ignored_is_the_mdlm_sampler():
     def joint(z_t, y_t, t_x, t_y):
         return table(z_t, t_x), torch.zeros_like(y_t)
 
-    x1, y1, calls = sample_coupled(joint, z, y, m.process.__class__(m.process.tokens, m.process.latent, 3), 4,
-                                   torch.Generator().manual_seed(2), DrawOptions(), "ddim")
-    x2, nfe = sample_masked(table, z, m.process.tokens, 4, 3, torch.Generator().manual_seed(2), cache=False)
-    assert torch.equal(x1, x2) and calls == nfe == 4 and torch.all(y1 == 0)
+    process = m.process.__class__(m.process.tokens, m.process.latent, 3)
+    for order in ("random", "confidence"):  # the same reveal rule in both loops
+        x1, y1, calls = sample_coupled(joint, z, y, process, 4, torch.Generator().manual_seed(2), DrawOptions(),
+                                       "ddim", order=order)
+        x2, nfe = sample_masked(table, z, m.process.tokens, 4, 3, torch.Generator().manual_seed(2), cache=False,
+                                order=order)
+        assert torch.equal(x1, x2) and calls == nfe == 4 and torch.all(y1 == 0), order
 
 
 def test_seq_with_a_fixed_latent_is_conditional_mdlm():
