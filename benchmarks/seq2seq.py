@@ -57,7 +57,9 @@ def run_one(method: str, task: str, args) -> dict:
         # length beam 3 x noise beam 2, reranked by the AR run of the same task (Difformer's decoding)
         beams = {"length_model": length_predictor(run, ds, m.device), "length_beam": 3, "noise_beam": 2,
                  "rerank": load_judge(ar_run)}
-        res["beam"] = seq2seq_report(m, ds, replace(scfg, steps=args.beam_steps), args.num_samples, beams=beams)
+        # the noise beam needs noise: its draws are at temperature 1 whatever --temperature says
+        res["beam"] = seq2seq_report(m, ds, replace(scfg, steps=args.beam_steps, temperature=1.0), args.num_samples,
+                                     beams=beams)
     return res
 
 
@@ -86,8 +88,8 @@ def report(res: dict) -> str:
                       "exact match": r["beam"]["exact_match"], "length acc": r["beam"]["length_accuracy"],
                       "BLEU": r["beam"]["bleu"]} for r in recs if r.get("beam")]
         if beam_rows:
-            lines += ["Length beam 3 × noise beam 2, reranked by the AR run (6 candidates per source; each "
-                      "network call denoises all 6 together: 6× the compute of one draw):", "",
+            lines += ["Length beam 3 × noise beam 2 at temperature 1, reranked by the AR run (6 candidates per "
+                      "source; each network call denoises all 6 together: 6× the compute of one draw):", "",
                       metrics.format_table(beam_rows, list(beam_rows[0])), ""]
         if ar_em:
             best = max(((s["exact_match"], r["method"] + ORDER_TAG[s.get("order", "random")], s["steps"])
