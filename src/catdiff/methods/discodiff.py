@@ -114,7 +114,10 @@ class EDM(Method):
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None, condition=None) -> SampleOutput:
         """n vectors with cfg.steps Karras steps (Heun: 2·steps - 1 calls). A condition fixes
-        coordinates (inpainting): they are re-imposed as value + σ·noise before every call."""
+        coordinates (inpainting): they are re-imposed as value + σ·noise before every call
+        (replacement). Replacement is approximate: with the exact denoiser of a correlated Gaussian
+        it moves the free coordinates only about half-way to their conditional mean
+        (tests/unit/processes/test_edm.py); exact when free and fixed coordinates are independent."""
         cond, info = self.latent_condition(n, cfg, generator, latents)
         x = self.options.sigma_max * torch.randn((n, self.seq_len), generator=generator, device=self.device)
         o = self.options
