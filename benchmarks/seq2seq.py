@@ -112,6 +112,7 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = res["tasks"]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # one colour per method, dashed = confidence
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for r in (r for r in res["runs"] if r["task"] == task):
@@ -121,7 +122,8 @@ def plot(res: dict, path: Path) -> None:
                 for o in dict.fromkeys(s.get("order", "random") for s in r["samples"]):
                     rows = [s for s in r["samples"] if s.get("order", "random") == o]
                     ax.plot([s["steps"] for s in rows], [s["exact_match"] for s in rows],
-                            "o-" if o == "random" else "s--", label=r["method"] + ORDER_TAG[o])
+                            "o-" if o == "random" else "s--", label=r["method"] + ORDER_TAG[o],
+                            color=colors[method_rank(r["method"]) % len(colors)])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps")
         ax.set_ylabel("exact match")
@@ -142,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--append", action="store_true", help="add these tasks to the existing seq2seq.json")
+    p.add_argument("--render-only", action="store_true", help="rewrite seq2seq.{md,png} from seq2seq.json")
     p.add_argument("--temperature", type=float, default=0.0,
                    help="of every draw (0 = argmax: greedy AR decoding, most probable tokens for diffusion)")
     p.add_argument("--orders", default="random,confidence",
@@ -156,20 +159,25 @@ def main(argv=None) -> int:
            "budget": {"preset": args.preset, "cpu_minutes": args.minutes, "batch_size": args.batch_size,
                       "lr": args.lr}, "tasks": args.tasks.split(","), "runs": []}
     new = {(t, m) for t in res["tasks"] for m in args.methods.split(",")}
-    if args.append and (out / "seq2seq.json").is_file():  # keep the other (task, method) runs and commands
+    if args.render_only:
+        res = json.loads((out / "seq2seq.json").read_text())
+        new, args.append = set(), True
+    elif args.append and (out / "seq2seq.json").is_file():  # keep the other (task, method) runs and commands
         old = json.loads((out / "seq2seq.json").read_text())
         res["runs"] = [r for r in old["runs"] if (r["task"], r["method"]) not in new]
         res["tasks"] = old["tasks"] + [t for t in res["tasks"] if t not in old["tasks"]]
         res["command"] = old["command"] + "`; `" + res["command"]
-    for task in args.tasks.split(","):
-        for method in args.methods.split(","):
-            print(f"[{task} / {method}] ...", flush=True)
-            res["runs"].append({**run_one(method, task, args), "overrides": list(args.overrides)})
-            res["runs"].sort(key=lambda r: (res["tasks"].index(r["task"]), method_rank(r["method"])))
-            (out / "seq2seq.json").write_text(json.dumps(res, indent=1))  # partial results survive
+    todo = [(t, m) for t in args.tasks.split(",") for m in args.methods.split(",") if (t, m) in new]
+    for task, method in todo:  # in the given order: a task's AR run first, for the beams' reranking
+        print(f"[{task} / {method}] ...", flush=True)
+        res["runs"].append({**run_one(method, task, args), "overrides": list(args.overrides)})
+        res["runs"].sort(key=lambda r: (res["tasks"].index(r["task"]), method_rank(r["method"])))
+        (out / "seq2seq.json").write_text(json.dumps(res, indent=1))  # partial results survive
     plot(res, out / "seq2seq.png")
     md = (f"# Synthetic seq2seq ({args.preset} preset, batch {args.batch_size}; training CPU time and decoding "
-          f"temperature per task below)\n\nCommand: `{res['command']}`  \nCommit: `{res['git_commit']}`\n\n" +
+          f"temperature per task below)\n\n" +
+          (f"Commands: {res['command']}" if "`" in res["command"] else f"Command: `{res['command']}`") +
+          f"  \nCommit: `{res['git_commit']}`\n\n" +
           report(res) +
           "\n![exact match by steps](seq2seq.png)\n")
     write_report(out / "seq2seq.md", md, keep_reading=args.append)
