@@ -358,3 +358,18 @@ def test_format_table():
         "| ar |  | nan |"
     )
     assert M.format_table(rows, ["method", "steps", "nll"]) == expected
+
+
+def test_continuous_digits_report_fd_to_both_references():
+    """sample_report on continuous digits: FD to the test split and to the training split; the
+    training images themselves are at distance 0 from the training reference (identical feature
+    sets), noise is far from both."""
+    from catdiff.data.continuous import ContinuousDigits
+    from catdiff.evaluate import sample_report
+
+    ds = ContinuousDigits()
+    train = ds.split("train")
+    own = sample_report(train, ds)
+    assert own["fd_digits_train"] == pytest.approx(0.0, abs=1e-6) and own["fd_digits"] > 0.1
+    noise = sample_report(torch.rand(len(train), 64, generator=torch.Generator().manual_seed(0)) * 2 - 1, ds)
+    assert noise["fd_digits_train"] > 10 * own["fd_digits"] and noise["fd_digits"] > 10 * own["fd_digits"]
