@@ -289,7 +289,6 @@ def run_pair(args, res: dict, out: Path) -> str:
         md += (f"\nFloors — {args.num_samples} draws with replacement from the training images in place of "
                "samples (3 draws): fd_digits " + ", ".join(f"{v:.3g}" for v in res["fd_floor"]) +
                "; fd_digits_train " + ", ".join(f"{v:.3g}" for v in res["fd_train_floor"]) + ".\n")
-    if args.dataset == "digits":
         rows3 = res["methods"][b]["prior_check"]
         md += (f"\nIs the prior the limit? {b} with latents from its AR prior vs iid draws of the training "
                "images' own latents (a perfect prior of the training set):\n\n" +

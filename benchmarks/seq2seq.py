@@ -158,16 +158,15 @@ def main(argv=None) -> int:
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "budget": {"preset": args.preset, "cpu_minutes": args.minutes, "batch_size": args.batch_size,
                       "lr": args.lr}, "tasks": args.tasks.split(","), "runs": []}
-    new = {(t, m) for t in res["tasks"] for m in args.methods.split(",")}
+    todo = [] if args.render_only else [(t, m) for t in res["tasks"] for m in args.methods.split(",")]
     if args.render_only:
         res = json.loads((out / "seq2seq.json").read_text())
-        new, args.append = set(), True
+        args.append = True  # keeps the reading
     elif args.append and (out / "seq2seq.json").is_file():  # keep the other (task, method) runs and commands
         old = json.loads((out / "seq2seq.json").read_text())
-        res["runs"] = [r for r in old["runs"] if (r["task"], r["method"]) not in new]
+        res["runs"] = [r for r in old["runs"] if (r["task"], r["method"]) not in todo]
         res["tasks"] = old["tasks"] + [t for t in res["tasks"] if t not in old["tasks"]]
         res["command"] = old["command"] + "`; `" + res["command"]
-    todo = [(t, m) for t in args.tasks.split(",") for m in args.methods.split(",") if (t, m) in new]
     for task, method in todo:  # in the given order: a task's AR run first, for the beams' reranking
         print(f"[{task} / {method}] ...", flush=True)
         res["runs"].append({**run_one(method, task, args), "overrides": list(args.overrides)})

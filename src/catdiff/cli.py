@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .config import MASK_ORDERS
 from .errors import CatdiffError
 
 EXIT_USER_ERROR = 2
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--early-stop", type=int, default=None, help="Gaussian methods: grid points skipped at the end")
     s.add_argument("--guidance", type=float, default=None, help="LDDM: latent guidance weight w (0 = off)")
     s.add_argument("--latent-steps", type=int, default=None, help="LDDM-SEQ: steps of the latent chain")
-    s.add_argument("--order", choices=("random", "confidence"), default=None, help=ORDER_HELP)
+    s.add_argument("--order", choices=MASK_ORDERS, default=None, help=ORDER_HELP)
     s.add_argument("--prompt", default=None, help="fixed prefix (text, or space-separated token ids); "
                                                   "for seq2seq runs the source")
     s.add_argument("--infill", default=None, help="template with '_' for each free position, e.g. 'The ___ of ___'")
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rerank", default=None, help="seq2seq: AR run that reranks the beam's candidates")
     e.add_argument("--infill-frac", type=float, default=0.0,
                    help="mixture/hmm: also score infilling with this fraction of positions fixed (exact likelihood)")
-    e.add_argument("--order", choices=("random", "confidence"), default=None, help=ORDER_HELP)
+    e.add_argument("--order", choices=MASK_ORDERS, default=None, help=ORDER_HELP)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)

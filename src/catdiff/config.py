@@ -60,6 +60,9 @@ class TrainConfig:
     init_from: str = ""  # run dir whose weights (EMA if saved) initialise a new run (e.g. LDDM-SEQ stage 2)
 
 
+MASK_ORDERS = ("random", "confidence")  # reveal orders of the masked samplers (samplers.sample_masked)
+
+
 @dataclass
 class SampleConfig:
     steps: int = 64
@@ -252,8 +255,8 @@ def build_config(raw: dict) -> Config:
     registry.model_preset(cfg.model)  # validates the preset name
     if cfg.train.budget_clock not in ("wall", "cpu"):
         raise ConfigError(f"train.budget_clock must be wall or cpu, got {cfg.train.budget_clock!r}")
-    if cfg.sample.order not in ("random", "confidence"):
-        raise ConfigError(f"sample.order must be random or confidence, got {cfg.sample.order!r}")
+    if cfg.sample.order not in MASK_ORDERS:
+        raise ConfigError(f"sample.order must be one of {MASK_ORDERS}, got {cfg.sample.order!r}")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
     for key, val in (("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size),

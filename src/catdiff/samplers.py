@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from .config import MASK_ORDERS
 from .processes import gaussian
 from .processes.coupled import CoupledProcess
 from .processes.masked import posterior_step, unmask_probability
@@ -65,9 +66,6 @@ def time_grid(steps: int, device=None) -> torch.Tensor:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     return torch.linspace(1.0, 0.0, steps + 1, device=device)
-
-
-MASK_ORDERS = ("random", "confidence")
 
 
 def confidence_step(z_t: torch.Tensor, x0: torch.Tensor, logp: torch.Tensor, remain: torch.Tensor,
