@@ -46,6 +46,7 @@ HEUN_STEPS = (3, 4, 5, 10, 25, 50)
 PAIRS = {"gaussians8": ("edm", "discodiff"), "digits": ("edm", "discodiff"),
          "mixture": ("difformer", "discodiff-embed")}
 EMBED_STEPS = (4, 8, 16, 32, 64, 128)
+TRAIN_RECORD = "bench_train.json"  # train_one's record in the run directory, for --eval-only
 
 
 def retrain_prior(name: str, args) -> dict:
@@ -72,8 +73,10 @@ def train_one(name: str, args) -> dict:
         over.append(f"method.prior_steps={args.prior_steps}")
     t0 = time.time()
     summary = train(load_config(f"configs/{name}/{args.dataset}.yaml", over))
-    return {"run": str(run), "wall_s": time.time() - t0, "steps": summary.get("stage1", summary)["step"],
+    info = {"run": str(run), "wall_s": time.time() - t0, "steps": summary.get("stage1", summary)["step"],
             "prior_steps": summary["step"] if latents else 0}
+    (run / TRAIN_RECORD).write_text(json.dumps(info))
+    return info
 
 
 def reference(ds, n: int, seed: int) -> torch.Tensor:
@@ -214,9 +217,13 @@ def run_toy(args, res: dict, out: Path) -> str:
 
 
 def previous_train(args, name: str) -> dict:
-    """The training record of an existing run (--eval-only)."""
+    """The training record of an existing run (--eval-only): the one train_one left in the run,
+    else the previous report's."""
     run = Path(args.runs) / args.dataset / name
-    old = json.loads((Path(args.out) / f"discodiff_{args.dataset}.json").read_text())
+    if (run / TRAIN_RECORD).exists():
+        return json.loads((run / TRAIN_RECORD).read_text())
+    old_path = Path(args.out) / f"discodiff_{args.dataset}.json"
+    old = json.loads(old_path.read_text()) if old_path.exists() else {}
     return old["methods"][name]["train"] if name in old.get("methods", {}) else {"run": str(run), "steps": None,
                                                                                  "prior_steps": None, "wall_s": None}
 
@@ -312,12 +319,19 @@ def main(argv=None) -> int:
     p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
     p.add_argument("--retrain-prior", action="store_true",
                    help="keep the trained runs' stage 1, retrain DisCo-Diff's prior for --prior-steps, evaluate")
+    p.add_argument("--train-only", metavar="METHOD",
+                   help="train this method of the pair and stop (evaluate later with --eval-only)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
+    if args.train_only and args.train_only not in PAIRS[args.dataset]:
+        p.error(f"--train-only must be one of {PAIRS[args.dataset]}")
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
            "dataset": args.dataset, "budget": {"steps": args.steps, "prior_steps": args.prior_steps}, "methods": {}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.train_only:  # one method's training, e.g. the two of a pair in parallel processes
+        print(json.dumps(train_one(args.train_only, args)))
+        return 0
     md = run_toy(args, res, out) if args.dataset == "gaussians8" else run_pair(args, res, out)
     stem = "discodiff_toy" if args.dataset == "gaussians8" else f"discodiff_{args.dataset}"
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1))

@@ -20,7 +20,14 @@ import torch
 
 from .. import registry
 from ..errors import ConfigError
-from ..models.latents import ConditionalMLP, LatentEmbedding, MLPEncoder, ViTEncoder, gumbel_softmax_st
+from ..models.latents import (
+    ConditionalMLP,
+    LatentEmbedding,
+    MLPEncoder,
+    PatchDenoiser,
+    ViTEncoder,
+    gumbel_softmax_st,
+)
 from ..processes import edm
 from ..samplers import sample_edm
 from ..structs import LossOutput, SampleOutput
@@ -39,12 +46,16 @@ class EDMOptions:
     rho: float = edm.RHO
     sampler: str = "heun"  # heun | euler
     s_churn: float = 0.0  # EDM Alg. 2 stochasticity (0 = the deterministic ODE)
-    width: int = 256  # MLP denoiser (METHODS.md §4 toy: 4 layers)
-    layers: int = 4
+    denoiser: str = "mlp"  # mlp (vectors) | vit (square images: patch tokens, a DiT-style transformer)
+    width: int = 256  # MLP width / transformer d_model (METHODS.md §4 toy: a 4-layer MLP)
+    layers: int = 4  # MLP layers / transformer blocks
+    patch: int = 2  # patch side of the ViT denoiser and of DisCo-Diff's ViT encoder
 
     def __post_init__(self):
         if self.sampler not in ("heun", "euler"):
             raise ConfigError(f"method.sampler must be 'heun' or 'euler', got {self.sampler!r}")
+        if self.denoiser not in ("mlp", "vit"):
+            raise ConfigError(f"method.denoiser must be mlp or vit, got {self.denoiser!r}")
         if not 0 < self.sigma_min < self.sigma_max or self.sigma_data <= 0:
             raise ConfigError("need 0 < sigma_min < sigma_max and sigma_data > 0")
 
@@ -67,7 +78,21 @@ class EDM(Method):
         if vocab_size != 0:
             raise ConfigError(f"method {self.name!r} is for continuous data (e.g. data.name=gaussians8), "
                               f"got a token dataset with K={vocab_size}")
-        self.net = ConditionalMLP(seq_len, options.width, options.layers, getattr(options, "embed_dim", 0))
+        self.net = self._denoiser_net(options, seq_len, *self._latent_dims(options))
+
+    @staticmethod
+    def _latent_dims(o) -> tuple[int, int]:
+        """(adaLN vector width, cross-attention slot width) of the latent conditioning; EDM: none."""
+        return 0, 0
+
+    @staticmethod
+    def _denoiser_net(o, dim: int, cond_dim: int, context_dim: int):
+        if o.denoiser == "mlp":
+            return ConditionalMLP(dim, o.width, o.layers, cond_dim)
+        try:
+            return PatchDenoiser(dim, o.patch, o.width, o.layers, max(1, o.width // 32), cond_dim, context_dim)
+        except ValueError as e:
+            raise ConfigError(f"method.denoiser=vit: {e}") from None
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """D(x; σ) = c_skip x + c_out F(c_in x, c_noise, cond) (EDM eq. 7, Table 1)."""
@@ -150,7 +175,10 @@ class DisCoDiffOptions(EDMOptions):
     encoder: str = "mlp"  # mlp (vectors, toy: 3 layers) | vit (square images: patches + m class tokens)
     enc_width: int = 128  # MLP width / ViT d_model
     enc_layers: int = 3  # MLP layers / ViT blocks
-    patch: int = 2  # ViT patch side
+    # how the denoiser reads the latents: adaln (their embeddings summed into the noise-level
+    # conditioning; the MLP's only way) | cross (every block cross-attends to the m latent slots;
+    # DisCo-Diff's, denoiser=vit). Empty: cross for the ViT denoiser, adaln for the MLP.
+    latent_cond: str = ""
     stage: int = 0  # 0: both stages from one command; 1: encoder + denoiser; 2: the AR prior
     prior_steps: int = 1000  # optimizer steps of stage 2 when stage = 0
 
@@ -160,6 +188,11 @@ class DisCoDiffOptions(EDMOptions):
             raise ConfigError("method.stage must be 0, 1 or 2; m, k and prior_steps >= 1")
         if self.encoder not in ("mlp", "vit"):
             raise ConfigError(f"method.encoder must be mlp or vit, got {self.encoder!r}")
+        self.latent_cond = self.latent_cond or ("cross" if self.denoiser == "vit" else "adaln")
+        if self.latent_cond not in ("cross", "adaln"):
+            raise ConfigError(f"method.latent_cond must be cross or adaln, got {self.latent_cond!r}")
+        if self.latent_cond == "cross" and self.denoiser != "vit":
+            raise ConfigError("method.latent_cond=cross needs method.denoiser=vit (an MLP has no tokens to attend)")
 
 
 class DisCoDiff(EDM):
@@ -178,12 +211,16 @@ class DisCoDiff(EDM):
                 raise ConfigError(f"method.encoder=vit: {e}") from None
         else:
             self.encoder = MLPEncoder(seq_len, o.m, o.k, o.enc_width, o.enc_layers)
-        self.latent_emb = LatentEmbedding(o.m, o.k, o.embed_dim)
+        self.latent_emb = LatentEmbedding(o.m, o.k, o.embed_dim, tokens=o.latent_cond == "cross")
         prior_cfg = dataclasses.replace(model_cfg, local_mix=0)
         self.prior = AR(NoOptions(), prior_cfg, o.k, o.m)
         if o.stage == 2:  # the AR prior alone learns; everything of stage 1 is frozen
             for mod in (self.net, self.encoder, self.latent_emb):
                 mod.requires_grad_(False)
+
+    @staticmethod
+    def _latent_dims(o) -> tuple[int, int]:
+        return (0, o.embed_dim) if o.latent_cond == "cross" else (o.embed_dim, 0)
 
     @torch.no_grad()
     def extract(self, y: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,27 @@ class LatentEmbedding(nn.Module):
         return self.null.expand(n, *self.null.shape)
 
 
+def image_side(dim: int, patch: int) -> int:
+    """Side of a square image of `dim` values cut into patch × patch tiles; ValueError otherwise."""
+    side = math.isqrt(dim)
+    if side * side != dim or side % patch:
+        raise ValueError(f"patches of side {patch} need square images whose side is a multiple of {patch}, "
+                         f"got {dim} values")
+    return side
+
+
+def patchify(y: torch.Tensor, side: int, p: int) -> torch.Tensor:
+    """(B, side²) raster images → (B, P, p²) non-overlapping tiles, tiles and pixels in raster order."""
+    B = y.shape[0]
+    return y.reshape(B, side // p, p, side // p, p).permute(0, 1, 3, 2, 4).reshape(B, -1, p * p)
+
+
+def unpatchify(h: torch.Tensor, side: int, p: int) -> torch.Tensor:
+    """Inverse of patchify: (B, P, p²) → (B, side²)."""
+    B = h.shape[0]
+    return h.reshape(B, side // p, side // p, p, p).permute(0, 1, 3, 2, 4).reshape(B, side * side)
+
+
 class ViTEncoder(nn.Module):
     """Images y (B, side²) → logits (B, m, k): non-overlapping patch × patch tokens, m learned class
     tokens appended, a bidirectional transformer, a k-way readout at each class token (DisCo-Diff's
@@ -98,20 +119,16 @@ class ViTEncoder(nn.Module):
         super().__init__()
         from .transformer import Transformer, TransformerConfig
 
-        side = math.isqrt(dim)
-        if side * side != dim or side % patch:
-            raise ValueError(f"a ViT encoder needs square images whose side is a multiple of {patch}, got {dim} values")
-        self.side, self.patch, self.m = side, patch, m
-        n_patches = (side // patch) ** 2
+        self.side, self.patch, self.m = image_side(dim, patch), patch, m
+        n_patches = (self.side // patch) ** 2
         self.embed = nn.Linear(patch * patch, d_model)
         self.cls = nn.Parameter(torch.randn(m, d_model) * 0.02)
         self.net = Transformer(TransformerConfig(vocab_size=1, out_size=k, seq_len=n_patches + m, d_model=d_model,
                                                  n_layers=n_layers, n_heads=n_heads, time_cond=False))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        B, s, p = y.shape[0], self.side, self.patch
-        patches = y.reshape(B, s // p, p, s // p, p).permute(0, 1, 3, 2, 4).reshape(B, -1, p * p)  # (B, P, p²)
-        h = torch.cat([self.embed(patches), self.cls.expand(B, -1, -1)], 1)  # (B, P + m, D)
+        patches = patchify(y, self.side, self.patch)  # (B, P, p²)
+        h = torch.cat([self.embed(patches), self.cls.expand(y.shape[0], -1, -1)], 1)  # (B, P + m, D)
         return self.net(None, inputs_embeds=h)[:, -self.m:]  # (B, m, k)
 
 
@@ -138,3 +155,32 @@ class ConditionalMLP(nn.Module):
         for lin in self.hidden:
             h = F.silu(lin(h) + c)
         return self.out(h)
+
+
+class PatchDenoiser(nn.Module):
+    """The image denoiser network F(c_in x, c_noise, c): (B, side²) → (B, side²). Non-overlapping
+    patches are tokens of a DiT-style transformer (adaLN on the noise level, learned absolute
+    positions); a latent vector (B, cond_dim) joins the adaLN conditioning, or with context_dim the
+    m latent slots (B, m, context_dim) are cross-attended by every block (DisCo-Diff's denoiser
+    conditioning; zero-initialised, so an untrained block ignores them)."""
+
+    def __init__(self, dim: int, patch: int = 2, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
+                 cond_dim: int = 0, context_dim: int = 0):
+        super().__init__()
+        from .transformer import Transformer, TransformerConfig
+
+        self.side, self.patch = image_side(dim, patch), patch
+        self.embed = nn.Linear(patch * patch, d_model)
+        n_patches = (self.side // patch) ** 2
+        self.net = Transformer(TransformerConfig(vocab_size=1, out_size=patch * patch, seq_len=n_patches,
+                                                 d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                                                 cond_dim=cond_dim, context_dim=context_dim))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embed(patchify(x, self.side, self.patch))  # (B, P, D)
+        t = c_noise.reshape(-1) / 4  # the transformer embeds 1000·t: the same 250·c_noise as ConditionalMLP
+        if self.net.cfg.context_dim > 0:
+            out = self.net(None, t, inputs_embeds=h, context=cond)
+        else:
+            out = self.net(None, t, inputs_embeds=h, cond=cond)
+        return unpatchify(out, self.side, self.patch)  # (B, side²)
