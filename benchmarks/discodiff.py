@@ -306,6 +306,39 @@ def run_pair(args, res: dict, out: Path) -> str:
     return md
 
 
+def combine(paths: list[str], out: Path, command: str) -> str:
+    """Training-seed spread of digits reports (one per training seed): per method and step count the
+    mean over training seeds of each run's sample-seed mean, ± the standard error across training
+    seeds, and the difference b − a with its standard error (unpaired). → discodiff_digits_seeds.*"""
+    reports = [json.loads(Path(p_).read_text()) for p_ in paths]
+    a, b = PAIRS["digits"]
+    rows, res = [], {"command": command, "git_commit": git_commit(), "reports": paths, "rows": []}
+    for i, k in enumerate(HEUN_STEPS):
+        row = {"steps": k, "nfe": reports[0]["methods"][a]["samples"][i]["nfe"]}
+        for key in ("fd_digits", "fd_digits_train"):
+            stats = {}
+            for name in (a, b):
+                per_run = [np.mean([sr[i][key] for sr in r["methods"][name]["samples_by_seed"]]) for r in reports]
+                stats[name] = (float(np.mean(per_run)), float(np.std(per_run, ddof=1) / np.sqrt(len(per_run))))
+                row[f"{name} {key}"], row[f"{name} {key} ±"] = stats[name]
+            row[f"{b} − {a} {key}"] = stats[b][0] - stats[a][0]
+            row[f"{b} − {a} {key} ±"] = float(np.hypot(stats[a][1], stats[b][1]))
+        rows.append(row)
+    res["rows"] = rows
+    (out / "discodiff_digits_seeds.json").write_text(json.dumps(res, indent=1))
+
+    def cols(key: str) -> list[str]:
+        return ["steps", "nfe"] + [c for c in rows[0] if c.split()[-1] == key or c.endswith(f"{key} ±")]
+
+    md = (f"# {a} vs {b} on `digits` across {len(reports)} training seeds\n\nCommand: `{command}`  \n"
+          f"Commit: `{res['git_commit']}`  \nReports: " + ", ".join(f"`{p_}`" for p_ in paths) +
+          "\n\nfd_digits (test reference), mean over training seeds ± standard error across them:\n\n"
+          + metrics.format_table(rows, cols("fd_digits")) +
+          "\n\nfd_digits_train (training reference):\n\n" + metrics.format_table(rows, cols("fd_digits_train")) + "\n")
+    write_report(out / "discodiff_digits_seeds.md", md, keep_reading=True)
+    return md
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=list(PAIRS), default="gaussians8")
@@ -321,8 +354,14 @@ def main(argv=None) -> int:
                    help="keep the trained runs' stage 1, retrain DisCo-Diff's prior for --prior-steps, evaluate")
     p.add_argument("--train-only", metavar="METHOD",
                    help="train this method of the pair and stop (evaluate later with --eval-only)")
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="digits reports of several training seeds → their spread (discodiff_digits_seeds.*)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
+    if args.combine:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(combine(args.combine, Path(args.out), " ".join(["python"] + sys.argv)))
+        return 0
     if args.train_only and args.train_only not in PAIRS[args.dataset]:
         p.error(f"--train-only must be one of {PAIRS[args.dataset]}")
     res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
