@@ -40,3 +40,15 @@ def test_discodiff_embed_from_its_config(tmp_path, capsys):
     assert main(["sample", str(run), "--steps", "4", "--num-samples", "2"]) == 0
     assert main(["eval", str(run), "--steps", "4", "--num-samples", "16", "--quiet"]) == 0
     assert json.loads((run / "eval.json").read_text())["likelihood"]["bits_per_token"] > 0
+
+
+def test_digits_with_the_vit_denoiser_and_cross_attended_latents(tmp_path, capsys):
+    """configs/discodiff/digits.yaml with the patch-transformer denoiser: trains both stages,
+    samples images and reports FD-digits; the ViT settings survive in the run's config."""
+    run = tmp_path / "ddv"
+    assert main(["train", str(ROOT / "configs/discodiff/digits.yaml"), "method.denoiser=vit", "method.width=32",
+                 "method.layers=1", "method.enc_width=32", "method.enc_layers=1", "train.batch_size=16",
+                 "train.progress=false", "train.max_steps=3", "method.prior_steps=2", f"train.out_dir={run}"]) == 0
+    assert "latent_cond: cross" in (run / "config.yaml").read_text()
+    assert main(["eval", str(run), "--steps", "3", "--num-samples", "32", "--quiet"]) == 0
+    assert json.loads((run / "eval.json").read_text())["samples"][0]["fd_digits"] > 0
