@@ -183,9 +183,9 @@ def run_toy(args, res: dict, out: Path) -> str:
     samples, records = {}, []
     for name in PAIRS["gaussians8"]:
         print(f"[{name}] ...", flush=True)
-        info = train_one(name, args)
+        info = previous_train(args, name) if args.eval_only else train_one(name, args)
         cfg, m, ds = load_run(info["run"])
-        r = {"train": info, "w2": w2_rows(m, ds, cfg.sample, args.num_samples)}
+        r = {"train": info, "w2": w2_rows(m, ds, cfg.sample, args.num_samples, range(args.seeds))}
         r["ode"] = rec = ode_record(m, ds, n=512, seed=0)
         records.append(rec)
         if name == "discodiff":
@@ -209,11 +209,16 @@ def run_toy(args, res: dict, out: Path) -> str:
         rows.append(row)
     return (f"# EDM vs DisCo-Diff on the 8-Gaussian toy\n\nCommand: `{res['command']}`  \nCommit: "
             f"`{res['git_commit']}`\n\n" + metrics.format_table(rows, list(rows[0])) +
-            f"\n\nW2 noise floor (two independent data sets of {args.num_samples}): "
+            f"\n\nW2 (mean over {args.seeds} sample seeds, ± its standard error) noise floor (two independent "
+            f"data sets of {args.num_samples}): "
             f"{res['w2_noise_floor']['mean']:.4f}. " + curvature_summary(res, "edm", "discodiff") +
             "\n\nLatent switching (DisCo-Diff; latent a until σ_switch, then b):\n\n" +
             metrics.format_table(res["methods"]["discodiff"]["switching"], ["sigma_switch", "share_ending_in_b"]) +
             "\n\n![samples](discodiff_toy_samples.png)\n\n![ode](discodiff_toy_ode.png)\n")
+
+
+def report_stem(dataset: str) -> str:
+    return "discodiff_toy" if dataset == "gaussians8" else f"discodiff_{dataset}"
 
 
 def previous_train(args, name: str) -> dict:
@@ -222,7 +227,7 @@ def previous_train(args, name: str) -> dict:
     run = Path(args.runs) / args.dataset / name
     if (run / TRAIN_RECORD).exists():
         return json.loads((run / TRAIN_RECORD).read_text())
-    old_path = Path(args.out) / f"discodiff_{args.dataset}.json"
+    old_path = Path(args.out) / f"{report_stem(args.dataset)}.json"
     old = json.loads(old_path.read_text()) if old_path.exists() else {}
     return old["methods"][name]["train"] if name in old.get("methods", {}) else {"run": str(run), "steps": None,
                                                                                  "prior_steps": None, "wall_s": None}
@@ -277,7 +282,7 @@ def run_pair(args, res: dict, out: Path) -> str:
                    "wall_s": r["train"]["wall_s"],
                    **({"bits/token": r["likelihood"]["bits_per_token"]} if "likelihood" in r else {})}
                   for n, r in res["methods"].items()]
-    stem = f"discodiff_{args.dataset}"
+    stem = report_stem(args.dataset)
     md = (f"# {a} vs {b} on `{args.dataset}` (equal optimizer steps and batch)\n\nCommand: `{res['command']}`  \n"
           f"Commit: `{res['git_commit']}`\n\n" + metrics.format_table(train_rows, list(train_rows[0])) +
           f"\n\n{first} by sampling steps (mean over {args.seeds} sample seeds, ± its standard error):\n\n" +
@@ -348,7 +353,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/bench_discodiff")
     p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--seeds", type=int, default=3, help="sample seeds per step count (digits / mixture)")
+    p.add_argument("--seeds", type=int, default=3, help="sample seeds per step count")
     p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
     p.add_argument("--retrain-prior", action="store_true",
                    help="keep the trained runs' stage 1, retrain DisCo-Diff's prior for --prior-steps, evaluate")
@@ -372,7 +377,7 @@ def main(argv=None) -> int:
         print(json.dumps(train_one(args.train_only, args)))
         return 0
     md = run_toy(args, res, out) if args.dataset == "gaussians8" else run_pair(args, res, out)
-    stem = "discodiff_toy" if args.dataset == "gaussians8" else f"discodiff_{args.dataset}"
+    stem = report_stem(args.dataset)
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
     write_report(out / f"{stem}.md", md, keep_reading=args.eval_only)
     print(md)
