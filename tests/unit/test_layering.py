@@ -13,7 +13,7 @@ FORBIDDEN = {  # module (relative to the package) → packages it must not impor
     "models": {"processes", "methods", "schedules", "samplers", "train", "data"},
     "samplers.py": {"models", "methods", "train", "data"},
     "parameterizations.py": {"models", "methods", "train"},
-    "metrics.py": {"methods", "train", "models"},
+    "metrics": {"methods", "train", "models"},
     "data": {"models", "methods", "processes", "train", "samplers"},
 }
 
