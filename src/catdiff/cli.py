@@ -4,13 +4,12 @@ in one line with a non-zero exit; all work is delegated to the library."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from .config import MASK_ORDERS
-from .errors import CatdiffError
+from .errors import CatdiffError, ConfigError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -35,26 +34,53 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _sampler_fields() -> dict[str, dataclasses.Field]:
+    """Every sampler option of every family (samplers/<family>.py), by name, in a stable order."""
+    from . import registry
+    from .samplers.base import SampleOptions
+
+    out: dict[str, dataclasses.Field] = {}
+    for family in registry.SAMPLERS:
+        for obj in vars(registry.sampler_family(family)).values():
+            if isinstance(obj, type) and issubclass(obj, SampleOptions):
+                for f in dataclasses.fields(obj):
+                    out.setdefault(f.name, f)
+    return out
+
+
+def _add_sampler_flags(parser, exclude: set[str]) -> None:
+    """One flag per sampler option (help, type and choices from the options dataclasses); a flag
+    that is not given stays out of the namespace, so only what the user typed overrides the run."""
+    for name, f in _sampler_fields().items():
+        if name in exclude or not f.metadata.get("cli", True):
+            continue
+        flag = "--" + name.replace("_", "-")
+        kw = {"default": argparse.SUPPRESS, "help": f.metadata.get("help"), "dest": name}
+        tp = f.type if isinstance(f.type, type) else str(f.type)
+        if "bool" in str(tp):
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = int if "int" in str(tp) else float if "float" in str(tp) else str
+            if "choices" in f.metadata:
+                kw["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, **kw)
+
+
+def _sample_overrides(args, exclude: set[str] = frozenset()) -> dict:
+    """The sampler flags the user gave (evaluate.sample_options checks that they apply)."""
+    return {k: getattr(args, k) for k in _sampler_fields() if k not in exclude and hasattr(args, k)}
+
+
 def _cmd_sample(args) -> int:
-    from .evaluate import draw_samples, load_run
+    from .evaluate import draw_samples, load_run, sample_options
 
     cfg, method, dataset = load_run(args.run, args.device, use_ema=not args.no_ema)
-    sc = cfg.sample
-    sc = replace(sc, seed=args.seed, num_samples=args.num_samples or sc.num_samples,
-                 steps=args.steps or sc.steps, float64=args.float64 or sc.float64,
-                 temperature=sc.temperature if args.temperature is None else args.temperature,
-                 top_k=args.top_k if args.top_k is not None else sc.top_k,
-                 top_p=args.top_p if args.top_p is not None else sc.top_p,
-                 cache=sc.cache and not args.no_cache, sampler=args.sampler or sc.sampler,
-                 clamp=True if args.clamp else sc.clamp,
-                 early_stop=args.early_stop if args.early_stop is not None else sc.early_stop,
-                 guidance=sc.guidance if args.guidance is None else args.guidance,
-                 latent_steps=args.latent_steps or sc.latent_steps, order=args.order or sc.order)
+    sc = sample_options(cfg, _sample_overrides(args), method.name)
     condition = _condition_from_args(args, dataset, method.seq_len)
     out, sec = draw_samples(method, sc.num_samples, sc, condition)
     x = out.samples
     if dataset.kind == "image" or hasattr(dataset, "save_grid"):
-        path = Path(args.out or Path(args.run) / f"samples_steps{sc.steps}_seed{sc.seed}.png")
+        path = Path(args.out or Path(args.run) / f"samples_steps{getattr(sc, 'steps', 'all')}_seed{sc.seed}.png")
         dataset.save_grid(x, path)
         print(f"wrote {len(x)} samples to {path}")
     else:
@@ -64,7 +90,7 @@ def _cmd_sample(args) -> int:
             print(f"wrote {len(x)} samples to {args.out}")
         else:
             print(text)
-    print(f"steps={sc.steps} nfe={out.nfe} sec/sample={sec:.4g}", file=sys.stderr)
+    print(f"steps={getattr(sc, 'steps', None)} nfe={out.nfe} sec/sample={sec:.4g}", file=sys.stderr)
     return 0
 
 
@@ -102,10 +128,14 @@ def _condition_from_args(args, dataset, seq_len: int):
 def _cmd_eval(args) -> int:
     from .evaluate import evaluate_run, render
 
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    try:
+        steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    except ValueError:
+        raise ConfigError(f"--steps takes comma-separated integers, e.g. 1,4,16; got {args.steps!r}") from None
+    overrides = _sample_overrides(args, exclude=EVAL_OWN)
     res = evaluate_run(args.run, steps, args.num_samples, args.seed, args.device, args.judge,
                        progress=not args.quiet, length_beam=args.length_beam, noise_beam=args.noise_beam,
-                       rerank_dir=args.rerank, infill_frac=args.infill_frac, order=args.order)
+                       rerank_dir=args.rerank, infill_frac=args.infill_frac, sample_overrides=overrides)
     print(render(res))
     print(f"wrote {Path(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
     return 0
@@ -132,17 +162,16 @@ def _cmd_list(args) -> int:
     from . import registry
     from .models.transformer import PRESETS
 
-    print("methods:  " + ", ".join(sorted(registry.methods())))
+    print("methods:  " + ", ".join(sorted(registry.METHODS)))
     print("datasets: " + ", ".join(sorted(registry.DATASETS)))
-    print("samplers:")
-    for k, v in registry.SAMPLERS.items():
-        print(f"  {k}: {v}")
+    print("samplers (family: kinds):")
+    for family in registry.SAMPLERS:
+        print(f"  {family}: {', '.join(registry.sampler_family(family).KINDS)}")
     print("presets:  " + ", ".join(f"{k} {v}" for k, v in PRESETS.items()))
     return 0
 
 
-ORDER_HELP = ("masked methods (MDLM, LDDM): reveal order, random (ancestral) or confidence "
-              "(most probable draws first, a greedy heuristic)")
+EVAL_OWN = {"steps", "num_samples", "seed", "batch_size"}  # eval's own flags of those names (a list of steps, ...)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,21 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run", help="run directory (train.out_dir)")
-    s.add_argument("--steps", type=int, default=None)
-    s.add_argument("--num-samples", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--temperature", type=float, default=None)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--float64", action="store_true", help="draw tokens in float64")
-    s.add_argument("--no-cache", action="store_true", help="call the network at every step")
+    _add_sampler_flags(s, exclude=set())
     s.add_argument("--no-ema", action="store_true", help="use raw weights instead of the EMA")
-    s.add_argument("--sampler", default=None, help="Gaussian methods: ddpm | ddim | euler | heun")
-    s.add_argument("--clamp", action="store_true", help="Gaussian methods: clamping trick")
-    s.add_argument("--early-stop", type=int, default=None, help="Gaussian methods: grid points skipped at the end")
-    s.add_argument("--guidance", type=float, default=None, help="LDDM: latent guidance weight w (0 = off)")
-    s.add_argument("--latent-steps", type=int, default=None, help="LDDM-SEQ: steps of the latent chain")
-    s.add_argument("--order", choices=MASK_ORDERS, default=None, help=ORDER_HELP)
     s.add_argument("--prompt", default=None, help="fixed prefix (text, or space-separated token ids); "
                                                   "for seq2seq runs the source")
     s.add_argument("--infill", default=None, help="template with '_' for each free position, e.g. 'The ___ of ___'")
@@ -192,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rerank", default=None, help="seq2seq: AR run that reranks the beam's candidates")
     e.add_argument("--infill-frac", type=float, default=0.0,
                    help="mixture/hmm: also score infilling with this fraction of positions fixed (exact likelihood)")
-    e.add_argument("--order", choices=MASK_ORDERS, default=None, help=ORDER_HELP)
+    _add_sampler_flags(e, exclude=EVAL_OWN)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)

@@ -1,12 +1,15 @@
 """Typed run configuration: dataclass schemas, YAML files, `key.sub=value` overrides, validation.
 
-It knows the shape of a config, not what methods or datasets do: method- and dataset-specific
-sections are validated against schemas looked up in the registry. Every error names the key.
+It knows the shape of a config and checks every value, not what methods or datasets compute:
+method- and dataset-specific sections are checked against the schemas (Options dataclass,
+constructor signature) of the classes the registry names. Building objects from a config is
+`build.py`'s job. Every error names the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,7 +17,9 @@ from typing import Any
 
 import yaml
 
+from . import registry
 from .errors import ConfigError
+from .models.factory import model_size
 
 
 @dataclass
@@ -60,29 +65,6 @@ class TrainConfig:
     init_from: str = ""  # run dir whose weights (EMA if saved) initialise a new run (e.g. LDDM-SEQ stage 2)
 
 
-MASK_ORDERS = ("random", "confidence")  # reveal orders of the masked samplers (samplers.sample_masked)
-
-
-@dataclass
-class SampleConfig:
-    steps: int = 64
-    num_samples: int = 64
-    batch_size: int = 256
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    float64: bool = False
-    cache: bool = True
-    seed: int = 0
-    sampler: str = "auto"  # Gaussian methods: ddpm | ddim | euler | heun ("auto" = the method's default)
-    order: str = "random"  # masked methods (MDLM, LDDM tokens): random (ancestral) | confidence (greedy)
-    clamp: bool | None = None  # Gaussian methods: clamping trick (None = the method's default)
-    early_stop: int | None = None  # Gaussian methods: grid points skipped at the end (None = default)
-    guidance: float = 0.0  # latent guidance w: logits_c + w (logits_c - logits_∅) (LDDM; 0 = off, one call)
-    latent_steps: int | None = None  # LDDM-SEQ: steps of the latent chain (None = `steps`)
-    use_ema: bool = True
-
-
 @dataclass
 class EvalConfig:
     nelbo_passes: int = 4  # Monte-Carlo passes over the held-out split (time/mask draws)
@@ -91,6 +73,10 @@ class EvalConfig:
     num_samples: int = 1024
     judge: str = ""  # run dir of an AR judge for gen-PPL (text)
 
+    def __post_init__(self):
+        if any(k < 1 for k in self.steps):
+            raise ConfigError(f"eval.steps must all be >= 1, got {list(self.steps)}")
+
 
 @dataclass
 class Config:
@@ -98,7 +84,9 @@ class Config:
     data: dict = field(default_factory=lambda: {"name": "mixture"})
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    # the method's typed sampler options (its `SampleOptions`, samplers/<family>.py), built from
+    # the raw mapping once the method is known
+    sample: Any = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
@@ -245,22 +233,54 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def build_config(raw: dict) -> Config:
-    """Validate a nested mapping into a Config; method/data sections are checked by the registry."""
-    from . import registry  # late import: registry imports methods that import config
+def validate_method_section(section: dict) -> dict:
+    """Fill defaults and check types of `method:` against the method's Options dataclass."""
+    section = dict(section or {})
+    name = section.pop("name", None)
+    if not name:
+        raise ConfigError("config key 'method.name' is required")
+    opts = from_mapping(registry.method_class(name).Options, section, "method")
+    return {"name": name, **dataclasses.asdict(opts)}
 
+
+def validate_data_section(section: dict) -> dict:
+    """Check `data:` keys against the dataset constructor's signature; fill its defaults."""
+    section = dict(section or {})
+    name = section.pop("name", None)
+    if not name:
+        raise ConfigError("config key 'data.name' is required")
+    params = inspect.signature(registry.dataset_class(name).__init__).parameters
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    allowed = {k: p for k, p in params.items() if k != "self" and p.kind in kinds}
+    for k in section:
+        if k not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"unknown config key 'data.{k}' for dataset {name!r} (known: {known})")
+    out = {"name": name}
+    for k, p in allowed.items():
+        if k in section:
+            default = p.default
+            typed = default is not inspect.Parameter.empty and default is not None
+            out[k] = _coerce(section[k], type(default), f"data.{k}") if typed else section[k]
+        elif p.default is inspect.Parameter.empty:
+            raise ConfigError(f"config key 'data.{k}' is required for dataset {name!r}")
+        else:
+            out[k] = p.default
+    return out
+
+
+def build_config(raw: dict) -> Config:
+    """Validate a nested mapping into a Config; method/data sections are checked against their classes."""
     cfg = from_mapping(Config, raw, "")
-    cfg.method = registry.validate_method_section(cfg.method)
-    cfg.data = registry.validate_data_section(cfg.data)
-    registry.model_preset(cfg.model)  # validates the preset name
+    cfg.method = validate_method_section(cfg.method)
+    cfg.sample = from_mapping(registry.method_class(cfg.method["name"]).SampleOptions, cfg.sample, "sample")
+    cfg.data = validate_data_section(cfg.data)
+    model_size(cfg.model)  # validates the preset name and the sizes
     if cfg.train.budget_clock not in ("wall", "cpu"):
         raise ConfigError(f"train.budget_clock must be wall or cpu, got {cfg.train.budget_clock!r}")
-    if cfg.sample.order not in MASK_ORDERS:
-        raise ConfigError(f"sample.order must be one of {MASK_ORDERS}, got {cfg.sample.order!r}")
     if cfg.train.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
-    for key, val in (("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size),
-                     ("sample.steps", cfg.sample.steps), ("sample.num_samples", cfg.sample.num_samples)):
+    for key, val in (("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size)):
         if val < 1:
             raise ConfigError(f"{key} must be >= 1, got {val}")
     if cfg.train.lr <= 0:

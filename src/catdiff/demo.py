@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import metrics
-from .config import SampleConfig, load_config
+from .config import load_config
 from .evaluate import draw_samples, likelihood, load_run
 from .oracle import oracle_samples
 from .train import train
@@ -47,7 +47,7 @@ def run(out: Path, *, preset: str = "tiny", mdlm_steps: int = 1500, ar_steps: in
     _, mdlm, ds = load_run(out / "mdlm")
     rows = []
     for k in STEPS:
-        samples, sec = draw_samples(mdlm, num_samples, SampleConfig(steps=k, seed=0))
+        samples, sec = draw_samples(mdlm, num_samples, mdlm.sample_options(steps=k, seed=0))
         m = metrics.sample_metrics(samples.samples, ds)
         o = metrics.sample_metrics(oracle_samples(ds, num_samples, k, seed=0), ds)
         rows.append({"steps": k, "nfe": samples.nfe, "mdlm_sample_nll": m["sample_nll"], "mdlm_excess": m["excess"],
@@ -55,7 +55,7 @@ def run(out: Path, *, preset: str = "tiny", mdlm_steps: int = 1500, ar_steps: in
                      "mdlm_component_kl": m["component_kl"], "oracle_excess": o["excess"],
                      "oracle_coherence": o["coherence"], "sec_per_sample": sec})
     _, ar, _ = load_run(out / "ar")
-    ar_s, sec = draw_samples(ar, num_samples, SampleConfig(seed=0))
+    ar_s, sec = draw_samples(ar, num_samples, ar.sample_options(seed=0))
     am = metrics.sample_metrics(ar_s.samples, ds)
     results["ar"]["samples"] = {k: am[k] for k in ("sample_nll", "excess", "coherence", "component_kl")}
     results["ar"]["samples"]["sec_per_sample"] = sec

@@ -87,15 +87,14 @@ def ode_record(method, dataset, n: int = 512, steps: int = 50, seed: int = 0) ->
     """Curvature κ(σ) (mean and median over n trajectories), E‖∇G‖²(σ) and loss(σ) of an EDM-style
     method (latents from its prior), all computed on a float64 copy of the method."""
     from . import ode_diagnostics as od
-    from .config import SampleConfig
 
     method = copy.deepcopy(method).double()
     y = dataset.split("test")[:n].to(method.device, torch.float64)
     n = len(y)  # the Jacobian and loss run on held-out points under the same latents
     g = torch.Generator(device=method.device).manual_seed(seed)
-    cond, _ = method.latent_condition(n, SampleConfig(), g, None)
+    cond, _ = method.latent_condition(n, method.sample_options(), g, None)
     D = method.ode_denoiser(cond)
-    sig = method.sigmas(steps).double()
+    sig = method.sigmas(steps, "euler").double()  # `steps` σ steps (an Euler budget)
     x = float(sig[0]) * torch.randn((n, method.seq_len), generator=g, device=method.device, dtype=torch.float64)
     kappa = od.curvature_along_trajectories(D, x, sig)
     grid = [float(v) for v in sig[:-1:5]]

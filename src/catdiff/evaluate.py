@@ -8,18 +8,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt_io
-from . import metrics, registry
+from . import metrics
+from .build import build_method, rebuild_dataset
 from .conditioning import Condition
-from .config import SampleConfig, build_config
+from .config import build_config, from_mapping
 from .errors import CheckpointError, ConfigError
+from .runtime import resolve_device
 from .structs import SampleOutput
-from .train import resolve_device
 
 
 def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
@@ -33,12 +34,12 @@ def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
     meta = ckpt_io.read_meta(ckpt)
     cfg = build_config(meta["config"])
     cfg.model.compile = False
-    dataset = registry.rebuild_dataset(meta["dataset"])
+    dataset = rebuild_dataset(meta["dataset"])
     if (dataset.vocab_size, dataset.seq_len) != (meta["vocab_size"], meta["seq_len"]):
         raise CheckpointError(f"vocabulary mismatch: dataset gives K={dataset.vocab_size}, L={dataset.seq_len}, "
                               f"checkpoint expects K={meta['vocab_size']}, L={meta['seq_len']}")
     dev = resolve_device(device)
-    method = registry.build_method(cfg, dataset.vocab_size, dataset.seq_len, getattr(dataset, "cond_len", 0))
+    method = build_method(cfg, dataset)
     weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors")
     ckpt_io.load_weights(method, weights)
     return cfg, method.to(dev).eval(), dataset
@@ -72,7 +73,7 @@ def likelihood(method, dataset, split: str = "test", passes: int = 4, max_exampl
 
 
 @torch.no_grad()
-def draw_samples(method, n: int, cfg: SampleConfig, condition: Condition | None = None) -> tuple[SampleOutput, float]:
+def draw_samples(method, n: int, cfg, condition: Condition | None = None) -> tuple[SampleOutput, float]:
     """n samples in batches of cfg.batch_size from one generator seeded by cfg.seed; returns the
     samples and the wall time per sample in seconds. `condition`: one row for all samples, or n
     rows (one per sample, e.g. seq2seq sources)."""
@@ -112,7 +113,7 @@ def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
     return out
 
 
-def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "test", beams: dict | None = None) -> dict:
+def seq2seq_report(method, dataset, cfg, n: int, split: str = "test", beams: dict | None = None) -> dict:
     """Targets for the first n held-out sources (the source + separator fixed): exact match of the
     whole target segment (padding included, so the length must be right too), token accuracy,
     length accuracy, and corpus BLEU / chrF of the rendered targets (sacrebleu). `beams`: keyword
@@ -137,7 +138,7 @@ def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "tes
     # BLEU/chrF strings: detokenized text, or the symbols as space-separated words (synthetic tasks)
     render = getattr(dataset, "detokenize", None) or (lambda seq: " ".join(map(str, dataset.symbols(seq))))
     hyp_s, ref_s = [render(r) for r in hyp], [render(r) for r in ref]
-    return {"steps": cfg.steps, "nfe": out.nfe, "sec_per_sample": sec, "n_samples": len(x),
+    return {"steps": getattr(cfg, "steps", None), "nfe": out.nfe, "sec_per_sample": sec, "n_samples": len(x),
             "exact_match": float((hyp == ref).all(1).float().mean()),
             "token_accuracy": float((hyp == ref).float().mean()),
             "length_accuracy": float((dataset.target_length(out.samples) == dataset.target_length(x)).float().mean()),
@@ -145,7 +146,7 @@ def seq2seq_report(method, dataset, cfg: SampleConfig, n: int, split: str = "tes
             "examples": [f"{dataset.decode(a)}   [ref {r}]" for a, r in zip(out.samples[:3], ref_s[:3], strict=False)]}
 
 
-def infill_report(method, dataset, cfg: SampleConfig, n: int, fixed_frac: float = 0.5, seed: int = 0) -> dict:
+def infill_report(method, dataset, cfg, n: int, fixed_frac: float = 0.5, seed: int = 0) -> dict:
     """Infilling on a dataset with exact conditionals (mixture, hmm): for n held-out rows, a random
     fixed_frac of positions is fixed and the method fills the rest. Reports the exact
     -log p(infill | fixed) of its infills (nats per sequence), the exact conditional entropy
@@ -156,23 +157,30 @@ def infill_report(method, dataset, cfg: SampleConfig, n: int, fixed_frac: float 
     out, sec = draw_samples(method, len(x), cfg, Condition(x, fixed))
     nll = -metrics.infill_log_prob(dataset, out.samples, fixed)
     ref = -metrics.infill_log_prob(dataset, metrics.exact_infills(dataset, x, fixed, g), fixed)
-    return {"steps": cfg.steps, "nfe": out.nfe, "sec_per_sample": sec, "n_samples": len(x), "fixed_frac": fixed_frac,
+    return {"steps": getattr(cfg, "steps", None), "nfe": out.nfe, "sec_per_sample": sec, "n_samples": len(x),
+            "fixed_frac": fixed_frac,
             "infill_nll": float(nll.mean()), "infill_entropy": float(ref.mean()),
             "infill_entropy_se": float(ref.std() / len(ref) ** 0.5), "infill_excess": float(nll.mean() - ref.mean())}
 
 
-def step_sweep(method, dataset, steps_list, cfg: SampleConfig, num_samples: int, judge=None,
+def with_steps(cfg, steps: int | None):
+    """The sampler options `cfg` with the network-call budget `steps` (None: as they are, e.g. AR)."""
+    return cfg if steps is None else replace(cfg, steps=int(steps))
+
+
+def step_sweep(method, dataset, steps_list, cfg, num_samples: int, judge=None,
                progress: bool = True, beams: dict | None = None) -> list[dict]:
-    """One row of sample metrics per step count (the few-step curve of DESIGN.md §4)."""
+    """One row of sample metrics per step count (the few-step curve of DESIGN.md §4); a step count
+    of None samples with `cfg` as it is (methods without a step budget: AR)."""
     from tqdm.auto import tqdm
 
     rows = []
     for steps in tqdm(list(steps_list), desc="sampling", disable=not progress):
         if dataset.kind == "seq2seq":  # targets generated for held-out sources
-            rows.append(seq2seq_report(method, dataset, replace(cfg, steps=int(steps)), num_samples, beams=beams))
+            rows.append(seq2seq_report(method, dataset, with_steps(cfg, steps), num_samples, beams=beams))
             continue
-        out, sec = draw_samples(method, num_samples, replace(cfg, steps=int(steps)))
-        row = {"steps": int(steps), "nfe": out.nfe, "sec_per_sample": sec}
+        out, sec = draw_samples(method, num_samples, with_steps(cfg, steps))
+        row = {"steps": steps, "nfe": out.nfe, "sec_per_sample": sec}
         row.update(sample_report(out.samples, dataset, judge))
         rows.append(row)
     return rows
@@ -193,13 +201,13 @@ def load_judge(run_dir: str | Path, device: str = "auto"):
 def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None = None, seed: int = 0,
                  device: str = "auto", judge_dir: str | None = None, out_name: str = "eval",
                  progress: bool = True, length_beam: int = 0, noise_beam: int = 1,
-                 rerank_dir: str | None = None, infill_frac: float = 0.0, order: str | None = None) -> dict:
+                 rerank_dir: str | None = None, infill_frac: float = 0.0, sample_overrides: dict | None = None) -> dict:
     """Likelihood bound and sample metrics of a run → RUN/eval.{json,md}. Seq2seq runs: targets for
     held-out sources; length_beam > 0 decodes length_beam × noise_beam candidates per source
     (a length predictor is fitted once and kept in RUN/length.pt), reranked by the AR run
     `rerank_dir` when given. infill_frac > 0 (mixture, hmm): also infilling with that fraction of
-    positions fixed, scored by the exact conditional likelihood (infill_report). `order` overrides
-    the run's sample.order (masked methods: random | confidence)."""
+    positions fixed, scored by the exact conditional likelihood (infill_report). `sample_overrides`
+    replaces fields of the run's sampler options (checked against the method's SampleOptions)."""
     cfg, method, dataset = load_run(run_dir, device)
     ec = cfg.eval
     beams = None
@@ -211,8 +219,11 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
     result = {"run": str(run_dir), "method": method.name, "dataset": dataset.name,
               "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, seed=seed)}
     judge = load_judge(judge_dir or ec.judge, device) if (judge_dir or ec.judge) else None
-    steps_list = steps_list or ([method.seq_len] if method.exact_likelihood else list(ec.steps))
-    scfg = replace(cfg.sample, seed=seed, order=order or cfg.sample.order)
+    has_steps = hasattr(cfg.sample, "steps")
+    if steps_list and not has_steps:
+        raise ConfigError(f"--steps does not apply to {method.name} runs (its sampler has no step budget)")
+    steps_list = steps_list or (list(ec.steps) if has_steps else [None])
+    scfg = sample_options(cfg, {**(sample_overrides or {}), "seed": seed}, method.name)
     result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples or ec.num_samples, judge, progress,
                                    beams)
     if beams:
@@ -220,11 +231,23 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
     if infill_frac > 0:
         if not hasattr(dataset, "conditionals") or dataset.name not in ("mixture", "hmm"):
             raise ConfigError("infilling is scored on datasets with exact conditionals (mixture, hmm)")
-        result["infill"] = [infill_report(method, dataset, replace(scfg, steps=int(k)), num_samples or ec.num_samples,
+        result["infill"] = [infill_report(method, dataset, with_steps(scfg, k), num_samples or ec.num_samples,
                                           infill_frac, seed) for k in steps_list]
     Path(run_dir, f"{out_name}.json").write_text(json.dumps(result, indent=1))
     Path(run_dir, f"{out_name}.md").write_text(render(result))
     return result
+
+
+def sample_options(cfg, overrides: dict, method_name: str = ""):
+    """The run's sampler options with `overrides` applied and checked: an option the method's
+    sampler does not have fails in one line naming the ones it has."""
+    known = {f.name for f in fields(cfg.sample)}
+    for k in overrides:
+        if k not in known:
+            usable = ", ".join("--" + n.replace("_", "-") for n in sorted(known - {"use_ema"}))
+            raise ConfigError(f"--{k.replace('_', '-')} does not apply to {method_name or 'this'} runs "
+                              f"(their sampler takes {usable})")
+    return from_mapping(type(cfg.sample), {**asdict(cfg.sample), **overrides}, "sample")
 
 
 def length_predictor(run_dir: str | Path, dataset, device):

@@ -61,12 +61,12 @@ def switch_latents(denoise_c: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
                    sigma_switch: float) -> torch.Tensor:
     """Heun ODE conditioned on latent a while σ ≥ σ_switch, then on latent b (DisCo-Diff §5:
     when do the latents decide the output?)."""
-    from .samplers import sample_edm
+    from .samplers import edm as edm_sampler
 
     def D(x_, s_):
         return denoise_c(x_, s_, cond_a if float(s_[0]) >= sigma_switch else cond_b)
 
-    return sample_edm(D, x, sigmas, "heun")[0]
+    return edm_sampler.sample(D, x, sigmas, kind="heun").state
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .samplers import sample_masked
+from .samplers import masked
 from .schedules import MaskSchedule
 
 
@@ -25,5 +25,5 @@ def oracle_samples(dataset, n: int, steps: int, seed: int = 0, schedule: str = "
     K = dataset.vocab_size
     g = torch.Generator().manual_seed(seed)
     z = torch.full((n, dataset.seq_len), K, dtype=torch.long)
-    x, _ = sample_masked(oracle_denoiser(dataset, K), z, MaskSchedule(schedule), steps, K, g)
-    return x
+    return masked.sample(oracle_denoiser(dataset, K), z, masked.grid(steps), schedule=MaskSchedule(schedule), mask_id=K,
+                         generator=g).state

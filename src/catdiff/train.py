@@ -21,23 +21,17 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt_io
-from . import registry
+from .build import build_dataset, build_method, method_options, rebuild_dataset
 from .config import Config, build_config, save_config
 from .errors import CheckpointError, ConfigError, TrainingError
+from .runtime import resolve_device
 
 # keys that may differ between a run and its resumption (a run directory may be moved or copied:
-# out_dir, and init_from, used only when a run starts, do not bind it)
+# out_dir, and init_from, used only when a run starts, do not bind it); a method's stage step
+# counts (Stage.steps_key) may change too, like train.max_steps
 RESUMABLE_CHANGES = {"train.max_steps", "train.ckpt_every", "train.log_every", "train.eval_every",
                      "train.progress", "train.max_minutes", "train.budget_clock", "train.device", "train.tensorboard",
-                     "train.eval_batches", "sample", "eval", "method.prior_steps", "train.out_dir", "train.init_from"}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available")
-    return torch.device(name)
+                     "train.eval_batches", "sample", "eval", "train.out_dir", "train.init_from"}
 
 
 def lr_at(step: int, cfg) -> float:
@@ -124,11 +118,9 @@ class Trainer:
         if self.meta is not None:
             self._check_compatible(self.meta["config"])
 
-        self.dataset = (registry.rebuild_dataset(self.meta["dataset"]) if self.meta
-                        else registry.build_dataset(cfg.data))
+        self.dataset = rebuild_dataset(self.meta["dataset"]) if self.meta else build_dataset(cfg.data)
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        self.method = registry.build_method(cfg, self.dataset.vocab_size, self.dataset.seq_len,
-                                             getattr(self.dataset, "cond_len", 0)).to(self.device)
+        self.method = build_method(cfg, self.dataset).to(self.device)
         if tc.init_from and existing is None:
             self._init_from(Path(tc.init_from))
         if cfg.model.compile:
@@ -155,9 +147,9 @@ class Trainer:
 
     # ---- state ------------------------------------------------------------------------
     def _check_compatible(self, saved: dict) -> None:
+        free = RESUMABLE_CHANGES | {f"method.{s.steps_key}" for s in method_stages(self.cfg) if s.steps_key}
         diff = [k for k in flat_diff(saved, self.cfg.to_dict())
-                if k not in RESUMABLE_CHANGES and k.split(".")[0] not in RESUMABLE_CHANGES
-                and ".".join(k.split(".")[:2]) not in RESUMABLE_CHANGES]
+                if k not in free and k.split(".")[0] not in free and ".".join(k.split(".")[:2]) not in free]
         if diff:
             raise CheckpointError(f"config key '{diff[0]}' differs from the checkpoint in {self.run_dir}; "
                                   "only train.max_steps and logging keys may change on --resume")
@@ -345,12 +337,13 @@ class Trainer:
 
 
 def train(cfg: Config | dict, resume: bool = False) -> dict:
-    """Train `cfg` (a Config or a raw mapping) and return a summary; see `Trainer`. Two-stage
-    methods (`two_stage` class flag, `method.stage = 0`) run both stages: see `train_stages`."""
+    """Train `cfg` (a Config or a raw mapping) and return a summary; see `Trainer`. A method that
+    declares several stages (`Method.stages`) with `method.stage = 0` runs them all: `train_stages`."""
     if isinstance(cfg, dict):
         cfg = build_config(cfg)
-    if cfg.method.get("stage") == 0 and getattr(registry.method_class(cfg.method["name"]), "two_stage", False):
-        return train_stages(cfg, resume)
+    stages = method_stages(cfg)
+    if len(stages) > 1 and cfg.method.get("stage", 0) == 0:
+        return train_stages(cfg, stages, resume)
     trainer = Trainer(cfg, resume=resume)
     try:
         return trainer.fit()
@@ -359,21 +352,32 @@ def train(cfg: Config | dict, resume: bool = False) -> dict:
             dist.destroy_process_group()
 
 
-def train_stages(cfg: Config, resume: bool = False) -> dict:
-    """Stage 1 (method.stage = 1) into OUT/stage1 for train.max_steps, then stage 2 into OUT,
-    initialised from stage 1, for method.prior_steps. Each stage resumes on its own: with
-    `resume`, a stage whose checkpoint exists continues (a finished one returns at once)."""
+def method_stages(cfg: Config):
+    """The training stages the configured method declares (Method.stages)."""
+    cls, options = method_options(cfg)
+    return cls.stages(options)
+
+
+def train_stages(cfg: Config, stages, resume: bool = False) -> dict:
+    """Every stage in order: stage k (method.stage = k) into OUT/stage<k>, the last one into OUT,
+    each initialised from the previous one and trained for its Stage.steps_key option (or
+    train.max_steps). Each stage resumes on its own: with `resume`, a stage whose checkpoint
+    exists continues (a finished one returns at once). Returns the last stage's summary with the
+    earlier ones under "stage<k>"."""
     out = Path(cfg.train.out_dir)
-    s1 = copy.deepcopy(cfg)
-    s1.method["stage"], s1.train.out_dir = 1, str(out / "stage1")
-    first = train(s1, resume=resume and ckpt_io.checkpoint_dir(out / "stage1") is not None)
-    if first["status"] in ("interrupted", "paused"):
-        return first
-    s2 = copy.deepcopy(cfg)
-    s2.method["stage"], s2.train.init_from = 2, str(out / "stage1")
-    s2.train.max_steps = cfg.method["prior_steps"]
-    second = train(s2, resume=resume and ckpt_io.checkpoint_dir(out) is not None)
-    return {**second, "stage1": first}
+    summaries, prev = {}, None
+    for k, stage in enumerate(stages, 1):
+        sc = copy.deepcopy(cfg)
+        sc.method["stage"] = k
+        sc.train.out_dir = str(out if k == len(stages) else out / f"stage{k}")
+        if prev is not None:
+            sc.train.init_from = prev
+        if stage.steps_key:
+            sc.train.max_steps = cfg.method[stage.steps_key]
+        summary = train(sc, resume=resume and ckpt_io.checkpoint_dir(Path(sc.train.out_dir)) is not None)
+        if summary["status"] in ("interrupted", "paused") or k == len(stages):
+            return {**summary, **summaries}
+        summaries[f"stage{k}"], prev = summary, sc.train.out_dir
 
 
 __all__ = ["Trainer", "train", "train_stages", "lr_at"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from catdiff import registry
+from catdiff.build import build_dataset, build_method
 from catdiff.cli import build_parser, main
 from catdiff.config import load_config
 
@@ -31,7 +32,7 @@ def test_console_script_entry_point():
 def test_list_names_every_registered_thing(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in list(registry.methods()) + list(registry.DATASETS) + list(registry.SAMPLERS):
+    for name in list(registry.METHODS) + list(registry.DATASETS) + list(registry.SAMPLERS):
         assert name in out
 
 
@@ -43,8 +44,8 @@ def test_every_config_loads_and_builds(path, tmp_path):
     if section["name"] == "text":  # shipped text configs point at the dev corpus; build on a stand-in
         (tmp_path / "t.txt").write_text("in the beginning was a small test corpus.\n" * 200)
         section["path"] = str(tmp_path / "t.txt")
-    ds = registry.build_dataset(section)
-    method = registry.build_method(cfg, ds.vocab_size, ds.seq_len)
+    ds = build_dataset(section)
+    method = build_method(cfg, ds)
     assert method.name == cfg.method["name"]
     assert sum(p.numel() for p in method.parameters()) > 0
 

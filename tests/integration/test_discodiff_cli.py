@@ -19,8 +19,8 @@ def test_two_stage_training_resumes_and_evaluates(tmp_path, capsys):
                  "--resume"]) == 0
     assert json.loads((run / "checkpoint" / "meta.json").read_text())["step"] == 8
     assert json.loads((run / "stage1" / "checkpoint" / "meta.json").read_text())["step"] == 15
-    assert main(["sample", str(run), "--steps", "4", "--num-samples", "3"]) == 0
-    assert "nfe=7" in capsys.readouterr().err
+    assert main(["sample", str(run), "--steps", "8", "--num-samples", "3"]) == 0
+    assert "nfe=7" in capsys.readouterr().err  # a budget of 8 calls: 4 Heun steps, 7 calls
     assert main(["eval", str(run), "--steps", "4", "--num-samples", "64", "--quiet"]) == 0
     res = json.loads((run / "eval.json").read_text())
     assert res["samples"][0]["w2"] > 0 and "loss" in res["likelihood"]

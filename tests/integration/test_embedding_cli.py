@@ -20,8 +20,11 @@ def test_variant_trains_samples_evaluates_and_diagnoses(name, tmp_path, capsys):
     assert main(["train", str(ROOT / f"configs/{name}/mixture.yaml"), *TINY, f"train.out_dir={run}"]) == 0
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"emb_pairwise", "emb_norm", "emb_rank", "emb_decodable"} <= set(recs[0])  # logged while training
-    assert main(["sample", str(run), "--steps", "5", "--num-samples", "3", "--sampler", "heun"]) == 0
+    # a budget of 9 network calls: 5 Heun points (2·5 - 1 calls); a flag of another family fails
+    assert main(["sample", str(run), "--steps", "9", "--num-samples", "3", "--sampler", "heun"]) == 0
     assert "nfe=9" in capsys.readouterr().err
+    assert main(["sample", str(run), "--steps", "9", "--order", "confidence"]) == 2
+    assert "--order does not apply to" in capsys.readouterr().err
     assert main(["eval", str(run), "--steps", "2,4", "--num-samples", "16", "--quiet"]) == 0
     res = json.loads((run / "eval.json").read_text())
     assert res["likelihood"]["bits_per_token"] > 0 and [r["steps"] for r in res["samples"]] == [2, 4]

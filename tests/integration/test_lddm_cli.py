@@ -19,10 +19,13 @@ def test_lddm_trains_samples_and_evaluates(name, tmp_path, capsys):
     assert main(["train", str(ROOT / f"configs/{name}/mixture.yaml"), *TINY, f"train.out_dir={run}"]) == 0
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"L_x", "L_y", "prior"} <= set(recs[0])
-    assert main(["sample", str(run), "--steps", "4", "--num-samples", "3", "--latent-steps", "2",
-                 "--guidance", "1.0"]) == 0
-    expect = 4 * 2 if name == "lddm-fuji" else 2 + 4 * 2
+    seq = ["--latent-steps", "2"] if name == "lddm-seq" else []
+    assert main(["sample", str(run), "--steps", "4", "--num-samples", "3", "--guidance", "1.0", *seq]) == 0
+    expect = 2 * 2 if name == "lddm-fuji" else 2 + 2 * 2  # guided: 2 evaluations of 2 calls in a budget of 4
     assert f"nfe={expect}" in capsys.readouterr().err
+    if name == "lddm-fuji":  # the latent chain's budget is SEQ's only
+        assert main(["sample", str(run), "--latent-steps", "2"]) == 2
+        assert "--latent-steps does not apply to lddm-fuji runs" in capsys.readouterr().err
     assert main(["eval", str(run), "--steps", "2,4", "--num-samples", "16", "--quiet"]) == 0
     res = json.loads((run / "eval.json").read_text())
     assert res["likelihood"]["bits_per_token"] > 0 and [r["steps"] for r in res["samples"]] == [2, 4]
@@ -31,8 +34,9 @@ def test_lddm_trains_samples_and_evaluates(name, tmp_path, capsys):
 def test_seq_two_stage_training_via_init_from(tmp_path, capsys):
     s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
     cfg = str(ROOT / "configs/lddm-seq/mixture.yaml")
-    assert main(["train", cfg, *TINY, "method.stage=1", f"train.out_dir={s1}"]) == 0
-    assert main(["train", cfg, *TINY, "method.stage=2", f"train.init_from={s1}", f"train.out_dir={s2}"]) == 0
+    two = [*TINY, "method.two_stage=true"]
+    assert main(["train", cfg, *two, "method.stage=1", f"train.out_dir={s1}"]) == 0
+    assert main(["train", cfg, *two, "method.stage=2", f"train.init_from={s1}", f"train.out_dir={s2}"]) == 0
     from safetensors.torch import load_file
 
     a = load_file(str(s1 / "checkpoint" / "ema.safetensors"))
@@ -43,6 +47,8 @@ def test_seq_two_stage_training_via_init_from(tmp_path, capsys):
     assert main(["train", cfg, *TINY, f"train.init_from={tmp_path / 'nothing'}",
                  f"train.out_dir={tmp_path / 's3'}"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    assert main(["train", cfg, *TINY, "method.stage=2", f"train.out_dir={tmp_path / 's4'}"]) == 2
+    assert "declares 1 stage(s) (joint)" in capsys.readouterr().err
     mdlm = tmp_path / "mdlm"
     assert main(["train", str(ROOT / "configs/mdlm/mixture.yaml"), "model.d_model=32", "model.n_layers=1",
                  "model.n_heads=2", "train.batch_size=8", "train.max_steps=1", "train.progress=false",
@@ -50,3 +56,14 @@ def test_seq_two_stage_training_via_init_from(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", cfg, *TINY, f"train.init_from={mdlm}", f"train.out_dir={tmp_path / 's4'}"]) == 2
     assert "'mdlm' run" in capsys.readouterr().err
+
+
+def test_seq_runs_both_stages_from_one_command(tmp_path):
+    """method.two_stage=true with stage 0: stage 1 into OUT/stage1, stage 2 (stage2_steps) into OUT,
+    initialised from stage 1, with the encoder frozen — as DisCo-Diff's two stages run."""
+    run = tmp_path / "seq2"
+    assert main(["train", str(ROOT / "configs/lddm-seq/mixture.yaml"), *TINY, "method.two_stage=true",
+                 "method.stage2_steps=2", f"train.out_dir={run}"]) == 0
+    s1 = json.loads((run / "stage1" / "checkpoint" / "meta.json").read_text())
+    s2 = json.loads((run / "checkpoint" / "meta.json").read_text())
+    assert s1["step"] == 3 and s2["step"] == 2 and s2["config"]["method"]["stage"] == 2

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from catdiff import registry
+from catdiff.build import build_dataset, build_method
 from catdiff.conditioning import Condition, from_template, template
-from catdiff.config import SampleConfig, load_config
+from catdiff.config import load_config
 from catdiff.data.synthetic import Mixture
 from catdiff.metrics import expected_tv_noise
 from catdiff.oracle import oracle_denoiser
-from catdiff.samplers import sample_masked
+from catdiff.samplers import StepOptions, masked
 from catdiff.schedules import MaskSchedule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,12 +47,12 @@ def build(name: str):
     """A small untrained method of `name` on seq2seq data (tokens) or gaussians8 (vectors)."""
     data = "gaussians8" if name in ("edm", "discodiff") else "seq2seq"
     cfg = load_config(ROOT / f"configs/{name}/{data}.yaml", SMALL)
-    ds = registry.build_dataset(cfg.data)
+    ds = build_dataset(cfg.data)
     torch.manual_seed(0)
-    return registry.build_method(cfg, ds.vocab_size, ds.seq_len, getattr(ds, "cond_len", 0)), ds, cfg
+    return build_method(cfg, ds), ds, cfg
 
 
-@pytest.mark.parametrize("name", sorted(registry.methods()))
+@pytest.mark.parametrize("name", sorted(registry.METHODS))
 def test_fixed_positions_survive_sampling_in_every_method(name):
     method, ds, cfg = build(name)
     g = torch.Generator().manual_seed(1)
@@ -64,10 +65,11 @@ def test_fixed_positions_survive_sampling_in_every_method(name):
         fixed = torch.rand(values.shape, generator=g) < 0.5
         fixed[:, :ds.cond_len] = True  # the source, and random target positions (infilling)
     cond = Condition(values, fixed)
-    out = method.sample(n, SampleConfig(steps=4, seed=0), torch.Generator().manual_seed(0), condition=cond)
+    budget = {} if name == "ar" else {"steps": 4}  # AR has no step budget
+    out = method.sample(n, method.sample_options(seed=0, **budget), torch.Generator().manual_seed(0), condition=cond)
     assert torch.equal(out.samples[fixed].to(values.dtype), values[fixed]), name
     assert out.samples.shape == values.shape
-    one = method.sample(n, SampleConfig(steps=4), torch.Generator().manual_seed(0),
+    one = method.sample(n, method.sample_options(**budget), torch.Generator().manual_seed(0),
                         condition=Condition(values[:1], fixed[:1]))  # one row serves every sample
     assert torch.equal(one.samples[:, fixed[0]].to(values.dtype), values[:1, fixed[0]].expand(n, -1))
 
@@ -77,7 +79,7 @@ def test_confidence_order_keeps_fixed_positions_in_masked_methods(name):
     method, ds, _ = build(name)
     values = ds.split("test")[:5]
     fixed = torch.rand(values.shape, generator=torch.Generator().manual_seed(2)) < 0.5
-    out = method.sample(5, SampleConfig(steps=3, order="confidence"), torch.Generator().manual_seed(0),
+    out = method.sample(5, method.sample_options(steps=3, order="confidence"), torch.Generator().manual_seed(0),
                         condition=Condition(values, fixed))
     assert torch.equal(out.samples[fixed], values[fixed])
     assert (out.samples < ds.vocab_size).all()  # every mask revealed
@@ -89,7 +91,8 @@ def test_masked_sampler_never_changes_fixed_tokens_midway():
     cond = Condition.leading(x, ds.cond_len).for_batch(4, "cpu")
     seen = []
     z = cond.impose(torch.full_like(x, method.mask_id))
-    sample_masked(method.log_probs, z, method.schedule, 8, method.mask_id, torch.Generator().manual_seed(0),
+    masked.sample(method.log_probs, z, masked.grid(8), schedule=method.schedule, mask_id=method.mask_id,
+                  generator=torch.Generator().manual_seed(0),
                   callback=lambda j, z_: seen.append(z_[:, :ds.cond_len].clone()))
     assert all(torch.equal(s, x[:, :ds.cond_len]) for s in seen)
 
@@ -102,7 +105,8 @@ def test_the_exact_denoiser_draws_the_true_conditional_from_a_condition():
     fixed = torch.tensor([[True, False, False, True, False]])
     n, K = 20000, 3
     z = Condition(values, fixed).for_batch(n, "cpu").impose(torch.full((n, 5), K))
-    x, _ = sample_masked(oracle_denoiser(ds, K), z, MaskSchedule("linear"), 256, K, torch.Generator().manual_seed(0))
+    x = masked.sample(oracle_denoiser(ds, K), z, masked.grid(256), schedule=MaskSchedule("linear"), mask_id=K,
+                      generator=torch.Generator().manual_seed(0)).state
     assert torch.equal(x[:, [0, 3]], values[:, [0, 3]].expand(n, -1))
     free = x[:, [1, 2, 4]]
     idx = (free * torch.tensor([9, 3, 1])).sum(1)
@@ -148,7 +152,7 @@ def test_ar_prefills_a_shared_prefix():
     method, ds, _ = build("ar")
     x = ds.split("test")[:3]
     cond = Condition.leading(x, ds.cond_len)
-    out = method.sample(3, SampleConfig(), torch.Generator().manual_seed(0), condition=cond)
+    out = method.sample(3, method.sample_options(), torch.Generator().manual_seed(0), condition=cond)
     assert out.nfe == ds.seq_len - ds.cond_len
     assert torch.equal(out.samples[:, :ds.cond_len], x[:, :ds.cond_len])
 
@@ -206,8 +210,8 @@ def test_infill_report_of_an_exact_sampler_has_no_excess():
         def sample(self, n, cfg, generator=None, condition=None):
             return SampleOutput(condition.impose(torch.randint(0, 4, condition.values.shape, generator=generator)), 1)
 
-    good = infill_report(Exact(), ds, SampleConfig(batch_size=2000), 2000)
-    bad = infill_report(Uniform(), ds, SampleConfig(batch_size=2000), 2000)
+    good = infill_report(Exact(), ds, StepOptions(batch_size=2000), 2000)
+    bad = infill_report(Uniform(), ds, StepOptions(batch_size=2000), 2000)
     assert abs(good["infill_excess"]) < 4 * good["infill_entropy_se"] and bad["infill_excess"] > 0.5
 
 

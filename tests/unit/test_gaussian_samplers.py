@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from catdiff.samplers import GAUSSIAN_SAMPLERS, sample_gaussian
+from catdiff.errors import ConfigError
+from catdiff.samplers import gaussian
 from catdiff.schedules import GaussianSchedule
 
 # four tokens with embeddings in d = 2, probabilities π
@@ -25,6 +26,14 @@ def exact_denoiser(schedule, calls=None):
     return f
 
 
+def sample_gaussian(denoise, z, schedule, steps, kind="ddpm", generator=None, **kw):
+    """gaussian.sample on the grid of a `steps` budget → (logits of the last call, nfe)."""
+    r = gaussian.sample(denoise, z, gaussian.grid(schedule, steps, kind), schedule=schedule, kind=kind,
+                        generator=generator, **kw)
+    assert r.nfe <= steps  # the budget is never exceeded
+    return r.info["logits"], r.nfe
+
+
 def test_score_interpolation_is_the_exact_mixture_score():
     sched = GaussianSchedule("cosine")
     t = torch.tensor([0.5], dtype=torch.float64)
@@ -37,14 +46,14 @@ def test_score_interpolation_is_the_exact_mixture_score():
     assert torch.allclose(score, (a * x0 - z.detach()) / s**2, atol=1e-10)
 
 
-@pytest.mark.parametrize("kind", GAUSSIAN_SAMPLERS)
+@pytest.mark.parametrize("kind", list(gaussian.KINDS))
 def test_samplers_reproduce_the_token_distribution(kind):
     sched = GaussianSchedule("cosine")
     g = torch.Generator().manual_seed(0)
     n = 4000
     a1, s1 = sched.coefficients(torch.tensor(sched.t_range[1]))
     z = torch.randn(n, 1, 2, generator=g, dtype=torch.float64) * (a1**2 + s1**2).sqrt()
-    logits, nfe = sample_gaussian(exact_denoiser(sched), z, sched, 100, kind, g)
+    logits, nfe = sample_gaussian(exact_denoiser(sched), z, sched, 199 if kind == "heun" else 100, kind, g)
     x = logits.argmax(-1).view(-1)
     freq = torch.bincount(x, minlength=4).double() / n
     assert float((freq - PI).abs().sum() / 2) < 0.035  # total variation (SE ≈ 0.01)
@@ -73,11 +82,12 @@ def test_grid_early_stop_and_call_count():
     lo, hi = sched.t_range
     assert calls[0] == pytest.approx(hi) and calls[1] == pytest.approx(hi - (hi - lo) / 19)
     calls.clear()
-    sample_gaussian(exact_denoiser(sched, calls), z, sched, 4, "heun")
-    assert len(calls) == 7 and calls[-1] == pytest.approx(lo)
-    with pytest.raises(ValueError):
+    _, nfe = sample_gaussian(exact_denoiser(sched, calls), z, sched, 8, "heun")  # budget 8: 4 points, 7 calls
+    assert nfe == len(calls) == 7 and calls[-1] == pytest.approx(lo)
+    assert len(gaussian.grid(sched, 7, "heun")) == 4 and len(gaussian.grid(sched, 1, "heun")) == 1
+    with pytest.raises(ConfigError):
         sample_gaussian(exact_denoiser(sched), z, sched, 4, "ddpm", early_stop=4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         sample_gaussian(exact_denoiser(sched), z, sched, 4, "nope")
 
 

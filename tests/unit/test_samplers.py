@@ -3,10 +3,19 @@ import torch
 from helpers import EnumeratedJoint
 from scipy.stats import chisquare
 
-from catdiff.samplers import DrawOptions, draw_categorical, sample_masked
+from catdiff.errors import ConfigError
+from catdiff.samplers import DrawOptions, SampleResult, draw_categorical, masked
 from catdiff.schedules import MaskSchedule
 
 K, L = 3, 3
+
+
+def sample_masked(denoise, z, schedule, steps, mask_id, generator=None, draw=None, **kw):
+    """masked.sample on the grid of a `steps` budget → (x, nfe)."""
+    r = masked.sample(denoise, z, masked.grid(steps), schedule=schedule, mask_id=mask_id, generator=generator,
+                      draw=draw, **kw)
+    assert isinstance(r, SampleResult) and r.nfe <= steps  # the budget is never exceeded
+    return r.state, r.nfe
 
 
 def _counts(x, joint):
@@ -118,7 +127,7 @@ def test_confidence_order_counts_only_free_positions_and_keeps_fixed_tokens():
                          order="confidence")
     assert masks == [[2, 3], [0, 0]]
     assert torch.equal(x[0, :2], torch.tensor([2, 2]))
-    with pytest.raises(ValueError, match="order must be one of"):
+    with pytest.raises(ConfigError, match="order must be one of"):
         sample_masked(_peaked_denoiser(conf, K), z0, MaskSchedule("linear"), 2, K, order="left-to-right")
 
 

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import torch
 
-from .. import registry
-from ..samplers import DrawOptions, draw_categorical
+from ..models.factory import build_network
+from ..samplers import ar, draw_categorical
 from ..structs import LossOutput, SampleOutput
 from .base import Method, NoOptions
 
 
-@registry.register_method
 class AR(Method):
     name = "ar"
     Options = NoOptions
+    SampleOptions = ar.Options
     exact_likelihood = True
 
     def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
         self.bos_id = vocab_size  # inputs are [BOS, x_0, ..., x_{L-2}]
-        self.net = registry.build_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
+        self.net = build_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
                                           seq_len=seq_len, causal=True, time_cond=False)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,6 @@ class AR(Method):
         """Ancestral sampling with a KV cache, one network call per free position after the common
         fixed prefix (fed in one call). Later fixed positions are forced as they come: the model
         then sees only their left context (exact for prefixes, not for general infilling)."""
-        opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
         cond = self._condition(condition, n)
         p = cond.prefix_length() if cond is not None else 0
         cache = self.net.new_cache(n)
@@ -71,7 +70,7 @@ class AR(Method):
         for i in range(p, self.seq_len):
             logits = self.net(tok, cache=cache)[:, -1]  # (n, K)
             calls += 1
-            nxt = draw_categorical(torch.log_softmax(logits.float(), -1), generator, opts)
+            nxt = draw_categorical(torch.log_softmax(logits.float(), -1), generator, cfg)
             if cond is not None:
                 nxt = torch.where(cond.fixed[:, i], cond.values[:, i], nxt)
             out[:, i] = nxt

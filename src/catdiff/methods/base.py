@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..conditioning import Condition
-from ..config import ModelConfig, SampleConfig
+from ..errors import ConfigError
+from ..samplers.base import StepOptions
 from ..structs import LossOutput, SampleOutput
 
 
@@ -21,11 +22,27 @@ class NoOptions:
     """Methods without options of their own use this empty schema."""
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One training stage a method declares (`Method.stages`).
+
+    trains: names of the submodules this stage updates (None: all; the rest is frozen when the
+    stage is trained on its own); steps_key: the method option holding this stage's optimizer
+    steps when every stage runs from one command (None: train.max_steps).
+    """
+
+    name: str
+    trains: tuple[str, ...] | None = None
+    steps_key: str | None = None
+
+
 class Method(nn.Module):
     """Base class. Subclasses set `name`, `Options` and implement the three methods below."""
 
     name: str = "base"
     Options: type = NoOptions
+    # the typed `sample:` section (samplers/<family>.py Options): the sampler family's knobs only
+    SampleOptions: type = StepOptions
     # True when `nelbo` is an exact NLL rather than a Monte-Carlo bound (one pass suffices)
     exact_likelihood: bool = False
     # False for methods without a likelihood bound (EDM on continuous data): validation and
@@ -35,7 +52,7 @@ class Method(nn.Module):
     # noised in training, excluded from the loss and bound, and fixed in sampling (set by the builder)
     cond_len: int = 0
 
-    def __init__(self, options, model_cfg: ModelConfig, vocab_size: int, seq_len: int):
+    def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
         super().__init__()
         self.options = options
         self.model_cfg = model_cfg
@@ -54,11 +71,17 @@ class Method(nn.Module):
         """(B,) held-out loss of methods without a likelihood (has_likelihood = False)."""
         raise NotImplementedError
 
-    def sample(self, n: int, cfg: SampleConfig, generator: torch.Generator | None = None,
+    def sample(self, n: int, cfg, generator: torch.Generator | None = None,
                condition: Condition | None = None) -> SampleOutput:
-        """n samples (n, L) with `cfg.steps` steps (where meaningful); with a condition, the
-        samples equal condition.values wherever condition.fixed (conditioning.py)."""
+        """n samples (n, L) under `cfg` (an instance of `SampleOptions`; `cfg.steps` is the
+        network-call budget where the family has one); SampleOutput.nfe = the calls made. With a
+        condition, the samples equal condition.values wherever condition.fixed (conditioning.py)."""
         raise NotImplementedError
+
+    @classmethod
+    def sample_options(cls, **overrides):
+        """This method's sampler options with `overrides` (checked: unknown names and bad values fail)."""
+        return cls.SampleOptions(**overrides)
 
     def _condition(self, condition: Condition | None, n: int) -> Condition | None:
         """The condition checked against this model and expanded to n rows on its device."""
@@ -72,6 +95,27 @@ class Method(nn.Module):
         keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         keep[:, :self.cond_len] = False
         return keep
+
+    @classmethod
+    def stages(cls, options) -> tuple[Stage, ...]:
+        """The training stages, in order. `method.stage` = 0 runs them all in sequence from one
+        command (train.py: each stage initialised from the previous one); k trains stage k alone
+        (initialise it with train.init_from). One stage by default."""
+        return (Stage("all"),)
+
+    def freeze_for_stage(self) -> None:
+        """Freeze every submodule the selected stage (`options.stage` >= 1) does not train."""
+        k = getattr(self.options, "stage", 0)
+        stages = self.stages(self.options)
+        if k > len(stages):
+            raise ConfigError(f"method.stage={k}, but {self.name} declares {len(stages)} stage(s) "
+                              f"({', '.join(s.name for s in stages)})")
+        trains = stages[k - 1].trains if k else None
+        if trains is not None:
+            for name, child in self.named_children():
+                child.requires_grad_(name in trains)
+            for name, p in self.named_parameters(recurse=False):
+                p.requires_grad_(name in trains)
 
     def diagnostics(self) -> dict:
         """Cheap scalars logged with every training record (e.g. embedding spread); none by default."""

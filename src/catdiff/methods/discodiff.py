@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import registry
 from ..errors import ConfigError
+from ..models.factory import build_network
 from ..models.latents import (
     ConditionalMLP,
     LatentEmbedding,
@@ -29,10 +29,10 @@ from ..models.latents import (
     gumbel_softmax_st,
 )
 from ..processes import edm
-from ..samplers import sample_edm
+from ..samplers import edm as edm_sampler
 from ..structs import LossOutput, SampleOutput
 from .ar import AR
-from .base import Method, NoOptions
+from .base import Method, NoOptions, Stage
 from .embedding import DifformerOptions, EmbeddingDiffusion
 
 
@@ -60,6 +60,9 @@ class EDMOptions:
             raise ConfigError("need 0 < sigma_min < sigma_max and sigma_data > 0")
 
 
+LATENT_STAGES = (Stage("encoder + denoiser"), Stage("prior", trains=("prior",), steps_key="prior_steps"))
+
+
 def prior_stage_loss(prior: AR, z: torch.Tensor, generator=None) -> LossOutput:
     """Stage 2 of DisCo-Diff: the AR prior's NLL of the frozen encoder's latents z (B, m)."""
     out = prior(z, generator)
@@ -71,6 +74,7 @@ class EDM(Method):
 
     name = "edm"
     Options = EDMOptions
+    SampleOptions = edm_sampler.Options
     has_likelihood = False
 
     def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
@@ -120,9 +124,10 @@ class EDM(Method):
     def validation_loss(self, x, generator=None) -> torch.Tensor:
         return self.denoising_loss(x, generator, train=False)
 
-    def sigmas(self, steps: int) -> torch.Tensor:
+    def sigmas(self, steps: int, kind: str | None = None) -> torch.Tensor:
+        """The Karras σ grid for a budget of `steps` network calls with sampler `kind`."""
         o = self.options
-        return edm.karras_sigmas(steps, o.sigma_min, o.sigma_max, o.rho, device=self.device)
+        return edm_sampler.grid(steps, kind or o.sampler, o.sigma_min, o.sigma_max, o.rho, device=self.device)
 
     def ode_denoiser(self, cond: torch.Tensor | None, guidance: float = 0.0):
         """D(x; σ) for the sampler; with guidance w: D_c + w (D_c - D_∅) (DisCo-Diff §3.3)."""
@@ -138,7 +143,8 @@ class EDM(Method):
 
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, latents: torch.Tensor | None = None, condition=None) -> SampleOutput:
-        """n vectors with cfg.steps Karras steps (Heun: 2·steps - 1 calls). A condition fixes
+        """n vectors within a budget of cfg.steps network calls (Heun: (steps + 1) // 2 Karras steps,
+        2N - 1 calls; guidance: two calls per evaluation). A condition fixes
         coordinates (inpainting): they are re-imposed as value + σ·noise before every call
         (replacement). Replacement is approximate: with the exact denoiser of a correlated Gaussian
         it moves the free coordinates only about half-way to their conditional mean
@@ -152,17 +158,19 @@ class EDM(Method):
             def anchor(x_, sigma):
                 noise = torch.randn(x_.shape, generator=generator, device=x_.device, dtype=x_.dtype)
                 return torch.where(fixed.fixed, fixed.values.to(x_.dtype) + sigma * noise, x_)
-        x, nfe = sample_edm(self.ode_denoiser(cond, cfg.guidance), x, self.sigmas(cfg.steps).to(x.dtype),
-                            o.sampler, generator, s_churn=o.s_churn, anchor=anchor)
-        calls = nfe * (2 if cfg.guidance > 0 and cond is not None else 1)
-        return SampleOutput(samples=x if fixed is None else fixed.impose(x), nfe=calls, info=info)
+        kind = o.sampler if cfg.sampler == "auto" else cfg.sampler
+        guidance = getattr(cfg, "guidance", 0.0) if cond is not None else 0.0
+        budget = max(1, cfg.steps // 2) if guidance > 0 else cfg.steps
+        r = edm_sampler.sample(self.ode_denoiser(cond, guidance), x, self.sigmas(budget, kind).to(x.dtype), kind=kind,
+                               generator=generator, s_churn=o.s_churn, anchor=anchor)
+        calls = r.nfe * (2 if guidance > 0 else 1)
+        return SampleOutput(samples=r.state if fixed is None else fixed.impose(r.state), nfe=calls, info=info)
 
     def latent_condition(self, n, cfg, generator, latents):
         """(conditioning vector or None, info) for sampling n points; EDM has no latents."""
         return None, {}
 
 
-registry.register_method(EDM)
 
 
 @dataclass
@@ -179,7 +187,7 @@ class DisCoDiffOptions(EDMOptions):
     # conditioning; the MLP's only way) | cross (every block cross-attends to the m latent slots;
     # DisCo-Diff's, denoiser=vit). Empty: cross for the ViT denoiser, adaln for the MLP.
     latent_cond: str = ""
-    stage: int = 0  # 0: both stages from one command; 1: encoder + denoiser; 2: the AR prior
+    stage: int = 0  # 0: both stages from one command; 1: encoder + denoiser; 2: the AR prior (Method.stages)
     prior_steps: int = 1000  # optimizer steps of stage 2 when stage = 0
 
     def __post_init__(self):
@@ -198,7 +206,11 @@ class DisCoDiffOptions(EDMOptions):
 class DisCoDiff(EDM):
     name = "discodiff"
     Options = DisCoDiffOptions
-    two_stage = True  # train.train_stages runs stage 1, then stage 2 initialised from it
+    SampleOptions = edm_sampler.LatentOptions
+
+    @classmethod
+    def stages(cls, options):
+        return LATENT_STAGES
 
     def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
@@ -214,9 +226,7 @@ class DisCoDiff(EDM):
         self.latent_emb = LatentEmbedding(o.m, o.k, o.embed_dim, tokens=o.latent_cond == "cross")
         prior_cfg = dataclasses.replace(model_cfg, local_mix=0)
         self.prior = AR(NoOptions(), prior_cfg, o.k, o.m)
-        if o.stage == 2:  # the AR prior alone learns; everything of stage 1 is frozen
-            for mod in (self.net, self.encoder, self.latent_emb):
-                mod.requires_grad_(False)
+        self.freeze_for_stage()
 
     @staticmethod
     def _latent_dims(o) -> tuple[int, int]:
@@ -258,7 +268,6 @@ class DisCoDiff(EDM):
         return self.latent_emb.of_indices(latents), {"latents": latents, "prior_calls": prior_calls}
 
 
-registry.register_method(DisCoDiff)
 
 
 # ---- DisCo-Diff latents on embedding diffusion of tokens -------------------------------------
@@ -294,7 +303,10 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
 
     name = "discodiff-embed"
     Options = DisCoEmbedOptions
-    two_stage = True
+
+    @classmethod
+    def stages(cls, options):
+        return LATENT_STAGES
 
     def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
         cross = options.latent_cond == "cross"
@@ -303,18 +315,14 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
         o = options
         enc_cfg = dataclasses.replace(model_cfg, n_layers=o.enc_layers, local_mix=0)
         if o.enc_pool == "cls":  # ids K .. K+m-1 are the class tokens, appended after the sequence
-            self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size + o.m, vocab_out=o.k,
-                                                  seq_len=seq_len + o.m, causal=False, time_cond=False)
+            self.encoder = build_network(enc_cfg, vocab_in=vocab_size + o.m, vocab_out=o.k,
+                                         seq_len=seq_len + o.m, causal=False, time_cond=False)
         else:
-            self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size, vocab_out=o.m * o.k,
+            self.encoder = build_network(enc_cfg, vocab_in=vocab_size, vocab_out=o.m * o.k,
                                                   seq_len=seq_len, causal=False, time_cond=False)
         self.latent_emb = LatentEmbedding(o.m, o.k, o.latent_dim, tokens=cross)
         self.prior = AR(NoOptions(), dataclasses.replace(model_cfg, local_mix=0), o.k, o.m)
-        if o.stage == 2:
-            for mod in (self.net, self.encoder, self.latent_emb, self.emb, self.in_proj, self.in_norm):
-                mod.requires_grad_(False)
-            if hasattr(self, "drop_vec"):
-                self.drop_vec.requires_grad_(False)
+        self.freeze_for_stage()
 
     def latent_logits(self, x: torch.Tensor) -> torch.Tensor:
         o = self.options
@@ -359,4 +367,3 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
             return super().ce_curve(x, ts, generator)
 
 
-registry.register_method(DisCoDiffEmbed)

@@ -36,11 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import registry
 from ..errors import ConfigError
 from ..models.encoders import TokenEmbedding
+from ..models.factory import build_network
 from ..processes import gaussian
-from ..samplers import GAUSSIAN_SAMPLERS, DrawOptions, draw_categorical, sample_gaussian
+from ..samplers import draw_categorical
+from ..samplers import gaussian as gaussian_sampler
 from ..schedules import GaussianSchedule, sample_times
 from ..structs import LossOutput, SampleOutput
 from .base import Method
@@ -104,8 +105,8 @@ class EmbeddingOptions:
             raise ConfigError(f"method.in_norm must be 'after', 'before' or 'none', got {self.in_norm!r}")
         if self.bound_x0 not in ("posterior", "net"):
             raise ConfigError(f"method.bound_x0 must be 'posterior' or 'net', got {self.bound_x0!r}")
-        if self.sampler not in GAUSSIAN_SAMPLERS:
-            raise ConfigError(f"method.sampler {self.sampler!r} unknown; choose one of {GAUSSIAN_SAMPLERS}")
+        if self.sampler not in gaussian_sampler.KINDS:
+            raise ConfigError(f"method.sampler {self.sampler!r} unknown; choose one of {tuple(gaussian_sampler.KINDS)}")
         for k in ("self_cond", "drop_prob", "label_smoothing"):
             if not 0.0 <= getattr(self, k) < 1.0:
                 raise ConfigError(f"method.{k} must be in [0, 1), got {getattr(self, k)}")
@@ -139,6 +140,7 @@ class EmbeddingDiffusion(Method):
 
     name = "embedding"
     Options = EmbeddingOptions
+    SampleOptions = gaussian_sampler.Options
     cond_dim = 0  # width of an extra per-sequence conditioning vector (DisCo-Diff latents); 0 = none
     context_dim = 0  # width of conditioning slots the network cross-attends to (DisCo-Diff latents); 0 = none
 
@@ -155,7 +157,7 @@ class EmbeddingDiffusion(Method):
             self.drop_vec = nn.Parameter(torch.zeros(o.embed_dim))
         d_in = o.embed_dim * (2 if o.self_cond > 0 else 1)
         out = o.embed_dim if o.param == "x0" else vocab_size
-        self.net = registry.build_network(model_cfg, vocab_in=1, vocab_out=out, seq_len=seq_len, causal=False,
+        self.net = build_network(model_cfg, vocab_in=1, vocab_out=out, seq_len=seq_len, causal=False,
                                           time_cond=True, cond_dim=self.cond_dim, context_dim=self.context_dim)
         self._cond: torch.Tensor | None = None  # set by `conditioned_on`
         D = self.net.cfg.d_model
@@ -313,7 +315,7 @@ class EmbeddingDiffusion(Method):
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
         o = self.options
-        kind = o.sampler if cfg.sampler in (None, "auto") else cfg.sampler
+        kind = o.sampler if cfg.sampler == "auto" else cfg.sampler
         clamp = cfg.clamp if cfg.clamp is not None else o.clamp
         early = cfg.early_stop if cfg.early_stop is not None else o.early_stop
         sched = self.decode_sched
@@ -321,15 +323,16 @@ class EmbeddingDiffusion(Method):
         z = torch.randn((n, self.seq_len, o.embed_dim), generator=generator, device=self.device)
         z = z * gaussian.prior_variance(a1, s1).sqrt()  # z_{t_max} ~ p(z_{t_max})
         cond = self._condition(condition, n)
-        logits, nfe = sample_gaussian(
-            lambda z_, t_, prev: self.denoise(z_, t_, prev, schedule=sched), z, sched, cfg.steps, kind, generator,
-            self_cond=o.self_cond > 0, clamp=self.emb.clamp if clamp else None, early_stop=early,
-            anchor=None if cond is None else self._anchor(cond, sched, generator))
+        r = gaussian_sampler.sample(
+            lambda z_, t_, prev: self.denoise(z_, t_, prev, schedule=sched), z,
+            gaussian_sampler.grid(sched, cfg.steps, kind, self.device), schedule=sched, kind=kind,
+            generator=generator, self_cond=o.self_cond > 0, clamp=self.emb.clamp if clamp else None,
+            early_stop=early, anchor=None if cond is None else self._anchor(cond, sched, generator))
         # decode: argmax of the last prediction (Diffusion-LM / Difformer rounding), or a draw at temperature > 0
-        opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
+        logits = r.info["logits"]
         x = logits.argmax(-1) if cfg.temperature == 1.0 and cfg.top_k is None and cfg.top_p is None \
-            else draw_categorical(torch.log_softmax(logits.float(), -1), generator, opts)
-        return SampleOutput(samples=x if cond is None else cond.impose(x), nfe=nfe)
+            else draw_categorical(torch.log_softmax(logits.float(), -1), generator, cfg)
+        return SampleOutput(samples=x if cond is None else cond.impose(x), nfe=r.nfe)
 
     def _anchor(self, cond, sched: GaussianSchedule, generator):
         """z_t ↦ z_t with fixed positions replaced: the seq2seq source by its clean embeddings (as in
@@ -446,7 +449,7 @@ class CATDMOptions(EmbeddingOptions):
 def _variant(name: str, options: type, doc: str) -> type:
     cls = type(name.replace("-", "_").title().replace("_", ""), (EmbeddingDiffusion,),
                {"name": name, "Options": options, "__doc__": doc, "__module__": __name__})
-    return registry.register_method(cls)
+    return cls
 
 
 EmbedNaive = _variant("embed-naive", NaiveOptions, NaiveOptions.__doc__)

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import registry
 from ..errors import ConfigError
+from ..models.factory import build_joint_network, build_network, model_size
 from ..parameterizations import subs_log_probs
 from ..processes.coupled import CoupledProcess
-from ..samplers import DrawOptions, sample_coupled, sample_gaussian, sample_masked
+from ..samplers import coupled, gaussian, masked
 from ..schedules import GaussianSchedule, MaskSchedule, sample_times
 from ..structs import LossOutput, SampleOutput
-from .base import Method
+from .base import Method, Stage
 from .mdlm import nelbo_terms
 
 
@@ -63,7 +63,12 @@ class LDDMOptions:
     # `mixture` (variance across examples 1e-5 of a norm-√32 latent after 600 steps, tiny preset):
     # at the ELBO's optimum a latent saves in L_x what it costs in L_y, so nothing favours using it.
     latent_grad: bool = False
-    stage: int = 0  # SEQ: 0 all jointly; 1 encoder + token denoiser; 2 latent denoiser only (rest frozen)
+    # SEQ: two_stage=false trains everything jointly (one stage); true declares two stages, 1 = the
+    # encoder + token denoiser, 2 = the latent denoiser on the frozen encoder's latents, for
+    # stage2_steps steps. stage: 0 = every declared stage in sequence, k = stage k alone (Method.stages)
+    two_stage: bool = False
+    stage: int = 0
+    stage2_steps: int = 1000
     sampler: str = "ddim"  # latent reverse kernel: ddim | ddpm
     lead: float = 1.0  # FUJI sampling path t_y = t^lead (> 1: latent ahead; train with independent_times)
     eta: float = 0.0  # DDIM η
@@ -81,8 +86,8 @@ class LDDMOptions:
             raise ConfigError("method.latent_drop must be in [0, 1) and enc_zero_max in [0, 1]")
         if self.lead <= 0:
             raise ConfigError(f"method.lead must be > 0, got {self.lead}")
-        if self.stage not in (0, 1, 2):
-            raise ConfigError(f"method.stage must be 0, 1 or 2, got {self.stage}")
+        if self.stage not in (0, 1, 2) or self.stage2_steps < 1:
+            raise ConfigError(f"method.stage must be 0, 1 or 2 and stage2_steps >= 1, got {self.stage}")
 
 
 class LDDM(Method):
@@ -94,16 +99,16 @@ class LDDM(Method):
     def __init__(self, options: LDDMOptions, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
         o = options
-        if o.stage and self.variant != "seq":
-            raise ConfigError("method.stage is for lddm-seq (two-stage training)")
+        if (o.stage or o.two_stage) and self.variant != "seq":
+            raise ConfigError("method.stage and method.two_stage are for lddm-seq (two-stage training)")
         self.mask_id = vocab_size
         latent = GaussianSchedule(o.latent_schedule, log_snr_max=o.latent_log_snr_max)
         self.process = CoupledProcess(MaskSchedule(o.mask_schedule, o.eps), latent, vocab_size)
         enc_cfg = dataclasses.replace(model_cfg, n_layers=o.enc_layers, local_mix=0)
-        self.encoder = registry.build_network(enc_cfg, vocab_in=vocab_size + 1, vocab_out=o.n_patches * o.patch_dim,
+        self.encoder = build_network(enc_cfg, vocab_in=vocab_size + 1, vocab_out=o.n_patches * o.patch_dim,
                                               seq_len=seq_len, causal=False, time_cond=False)
         self.external_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.net = registry.build_joint_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
+        self.net = build_joint_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
                                                 seq_len=seq_len, n_slots=o.n_patches, slot_dim=o.patch_dim)
 
     # ---- latent encoder -------------------------------------------------------------------
@@ -180,27 +185,26 @@ class LDDM(Method):
         z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
         return z if condition is None else self._condition(condition, n).impose(z)
 
-    def _draw_options(self, cfg) -> DrawOptions:
-        return DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
-
     def _latent_kind(self, cfg) -> str:
-        kind = self.options.sampler if cfg.sampler == "auto" else cfg.sampler
-        if kind not in ("ddim", "ddpm"):
-            raise ConfigError(f"LDDM's latent sampler must be 'ddim' or 'ddpm', got {kind!r}")
-        return kind
+        return self.options.sampler if cfg.sampler == "auto" else cfg.sampler
+
+    def _token_grid(self, cfg) -> torch.Tensor:
+        """The token chain's time grid: as many evaluations as the budget allows (two calls each
+        with guidance)."""
+        return masked.grid(coupled.guided_evaluations(cfg.steps, cfg.guidance), self.device)
 
     def _prior_latent(self, n: int, generator) -> torch.Tensor:
         o = self.options
         return torch.randn((n, o.n_patches, o.patch_dim), generator=generator, device=self.device)
 
 
-@registry.register_method
 class LDDMFuji(LDDM):
     """FUJI (fully joint): one joint denoiser over tokens and latent slots, both channels noised
     together (t_y = t_x clamped to the latent range, or independent times in training)."""
 
     name = "lddm-fuji"
     variant = "fuji"
+    SampleOptions = coupled.Options
 
     def _terms(self, x, generator, train: bool) -> dict:
         o, P = self.options, self.process
@@ -230,14 +234,13 @@ class LDDMFuji(LDDM):
         def denoise(z_t, y_t, t_x, t_y):
             return self.token_log_probs(z_t, y_t, t_x, t_y, guidance=cfg.guidance)
 
-        x, y0, steps = sample_coupled(denoise, z, y, self.process, cfg.steps, generator, self._draw_options(cfg),
-                                      self._latent_kind(cfg), self.options.eta, self.options.lead,
-                                      order=cfg.order)
-        calls = steps * (2 if cfg.guidance > 0 else 1)
-        return SampleOutput(samples=x, nfe=calls, info={"latent": y0, "network_calls": calls})
+        r = coupled.sample(denoise, (z, y), self._token_grid(cfg), process=self.process, kind=self._latent_kind(cfg),
+                           generator=generator, draw=cfg, eta=self.options.eta, lead=self.options.lead,
+                           order=cfg.order)
+        calls = r.nfe * (2 if cfg.guidance > 0 else 1)
+        return SampleOutput(samples=r.state, nfe=calls, info={"latent": r.info["latent"], "network_calls": calls})
 
 
-@registry.register_method
 class LDDMSeq(LDDM):
     """SEQ (sequential): a latent denoiser g(y_t, t_y) over the P slots, and the token denoiser fed
     the clean latent at the bottom of the latent range (y_lo = a(lo) y_0 + s(lo) ε, s(lo) ≈ 0).
@@ -245,18 +248,24 @@ class LDDMSeq(LDDM):
 
     name = "lddm-seq"
     variant = "seq"
+    SampleOptions = coupled.SequentialOptions
 
     def __init__(self, options: LDDMOptions, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
         o = options
-        D = registry.model_preset(model_cfg)["d_model"]
+        D = model_size(model_cfg)["d_model"]
         self.latent_in = nn.Linear(o.patch_dim, D)
-        self.latent_net = registry.build_network(dataclasses.replace(model_cfg, local_mix=0), vocab_in=1,
+        self.latent_net = build_network(dataclasses.replace(model_cfg, local_mix=0), vocab_in=1,
                                                  vocab_out=o.patch_dim, seq_len=o.n_patches, causal=False,
                                                  time_cond=True)
-        if o.stage == 2:  # stage 2 trains g on the latents of a frozen encoder (init with train.init_from)
-            self.encoder.requires_grad_(False)
-            self.net.requires_grad_(False)
+        self.freeze_for_stage()
+
+    @classmethod
+    def stages(cls, options) -> tuple[Stage, ...]:
+        if not options.two_stage:
+            return (Stage("joint"),)
+        return (Stage("encoder + token denoiser"),
+                Stage("latent denoiser", trains=("latent_in", "latent_net"), steps_key="stage2_steps"))
 
     @property
     def t_clean(self) -> float:
@@ -301,9 +310,11 @@ class LDDMSeq(LDDM):
             y_hat = self.latent_denoise(y_t, t)
             return y_hat, y_hat
 
-        y, calls = sample_gaussian(denoise, self._prior_latent(n, generator), self.process.latent, steps,
-                                   self._latent_kind(cfg), generator, eta=self.options.eta)
-        return y, calls
+        kind = self._latent_kind(cfg)
+        r = gaussian.sample(denoise, self._prior_latent(n, generator),
+                            gaussian.grid(self.process.latent, steps, kind, self.device), schedule=self.process.latent,
+                            kind=kind, generator=generator, eta=self.options.eta)
+        return r.state, r.nfe
 
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, latent: torch.Tensor | None = None, condition=None) -> SampleOutput:
@@ -316,8 +327,9 @@ class LDDMSeq(LDDM):
         def denoise(z_t, t):
             return self.token_log_probs(z_t, y, t, t_lo, guidance=cfg.guidance)[0]
 
-        x, token_calls = sample_masked(denoise, z, self.process.tokens, cfg.steps, self.mask_id, generator,
-                                       self._draw_options(cfg), cache=cfg.cache, order=cfg.order)
-        calls = latent_calls + token_calls * (2 if cfg.guidance > 0 else 1)
-        return SampleOutput(samples=x, nfe=calls, info={"latent": y, "network_calls": calls,
+        r = masked.sample(denoise, z, self._token_grid(cfg), schedule=self.process.tokens, mask_id=self.mask_id,
+                          generator=generator, draw=cfg, order=cfg.order, cache=cfg.cache)
+        token_calls = r.nfe * (2 if cfg.guidance > 0 else 1)
+        calls = latent_calls + token_calls
+        return SampleOutput(samples=r.state, nfe=calls, info={"latent": y, "network_calls": calls,
                                                         "latent_calls": latent_calls, "token_calls": token_calls})

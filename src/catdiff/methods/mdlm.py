@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import registry
+from ..models.factory import build_network
 from ..parameterizations import subs_log_probs
 from ..processes.masked import q_sample
-from ..samplers import DrawOptions, sample_masked
+from ..samplers import masked
 from ..schedules import MaskSchedule, sample_times
 from ..structs import LossOutput, SampleOutput
 from .base import Method
@@ -42,17 +42,17 @@ def nelbo_terms(logp: torch.Tensor, x: torch.Tensor, z_t: torch.Tensor, t: torch
     return schedule.nelbo_weight(t) * nll_tok.sum(-1)  # (B,)
 
 
-@registry.register_method
 class MDLM(Method):
     name = "mdlm"
     Options = MDLMOptions
+    SampleOptions = masked.Options
 
     def __init__(self, options: MDLMOptions, model_cfg, vocab_size: int, seq_len: int):
         super().__init__(options, model_cfg, vocab_size, seq_len)
         self.schedule = MaskSchedule(options.schedule, options.eps)
         self.mask_id = vocab_size  # m = K
         # input vocabulary K + 1 (the mask token), output K logits (SUBS: no mask logit)
-        self.net = registry.build_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
+        self.net = build_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
                                           seq_len=seq_len, causal=False)
 
     def log_probs(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -81,7 +81,6 @@ class MDLM(Method):
         z = torch.full((n, self.seq_len), self.mask_id, dtype=torch.long, device=self.device)
         if condition is not None:  # fixed tokens start unmasked; SUBS carries them over
             z = self._condition(condition, n).impose(z)
-        opts = DrawOptions(cfg.temperature, cfg.top_k, cfg.top_p, cfg.float64)
-        x, nfe = sample_masked(self.log_probs, z, self.schedule, cfg.steps, self.mask_id,
-                               generator, opts, cache=cfg.cache, order=cfg.order)
-        return SampleOutput(samples=x, nfe=nfe)
+        r = masked.sample(self.log_probs, z, masked.grid(cfg.steps, self.device), schedule=self.schedule,
+                          mask_id=self.mask_id, generator=generator, draw=cfg, order=cfg.order, cache=cfg.cache)
+        return SampleOutput(samples=r.state, nfe=r.nfe)

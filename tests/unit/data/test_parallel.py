@@ -5,7 +5,8 @@ import datasets  # noqa: E402  (a test dependency: make test installs it)
 import pytest
 import torch
 
-from catdiff import registry
+from catdiff.build import build_dataset, rebuild_dataset
+from catdiff.config import validate_data_section
 from catdiff.data import hub, parallel
 from catdiff.data.parallel import HubUnreachableError, ParallelTextDataset
 from catdiff.errors import ConfigError, DataError
@@ -103,7 +104,7 @@ def test_state_round_trip_does_not_refit(ds, monkeypatch):
         raise AssertionError("from_state must restore the saved tokenizer, not fit one")
 
     monkeypatch.setattr(parallel, "make_tokenizer", no_refit)
-    for again in (ParallelTextDataset.from_state(state), registry.rebuild_dataset(state)):
+    for again in (ParallelTextDataset.from_state(state), rebuild_dataset(state)):
         assert again.tokenizer_state == ds.tokenizer_state and again.vocab_size == ds.vocab_size
         for name in ("train", "val", "test"):
             assert torch.equal(again.split(name), ds.split(name))
@@ -125,14 +126,14 @@ def test_vocab_keyword_restores_a_char_vocabulary(ds, dirs, monkeypatch):
 def test_registry_builds_it_from_a_config_section(ds, dirs):
     section = {"name": "parallel_text", "dataset": "local", "local_dir": str(dirs["jsonl"]),
                "src_lang": "de", "tgt_lang": "en", "src_len": S, "tgt_len": T}
-    built = registry.build_dataset(registry.validate_data_section(section))
+    built = build_dataset(validate_data_section(section))
     assert isinstance(built, ParallelTextDataset)
     assert torch.equal(built.split("val"), ds.split("val"))
     with pytest.raises(ConfigError, match="data.vocabulary"):
-        registry.validate_data_section({**section, "vocabulary": "abc"})
-    bad = registry.validate_data_section({**section, "dataset": "europarl"})
+        validate_data_section({**section, "vocabulary": "abc"})
+    bad = validate_data_section({**section, "dataset": "europarl"})
     with pytest.raises(ConfigError, match="dataset must be one of") as e:
-        registry.build_dataset(bad)
+        build_dataset(bad)
     assert "\n" not in str(e.value)
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from catdiff import registry
+from catdiff.build import rebuild_dataset
 from catdiff.data.seq2seq import TASKS, SyntheticSeq2Seq
 
 
@@ -57,7 +57,7 @@ def test_streams_are_deterministic_and_splits_differ():
     assert not torch.equal(ds.train_batch(5, 8, rank=1, world=2), ds.train_batch(5, 8))
     assert not torch.equal(ds.split("val")[:8], ds.split("test")[:8])
     state = json.loads(json.dumps(ds.state()))
-    again = registry.rebuild_dataset(state)
+    again = rebuild_dataset(state)
     assert torch.equal(again.split("test"), ds.split("test"))
 
 

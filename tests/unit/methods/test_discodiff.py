@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from catdiff import registry
-from catdiff.config import ModelConfig, SampleConfig
+from catdiff.config import ModelConfig
 from catdiff.data.continuous import Gaussians8
 from catdiff.errors import ConfigError
 from catdiff.processes import edm
-from catdiff.samplers import sample_edm
+from catdiff.samplers import edm as edm_sampler
 
 PRIOR = ModelConfig(preset="tiny", d_model=32, n_layers=1, n_heads=2)
 
@@ -48,7 +48,7 @@ def test_the_exact_conditional_ode_maps_noise_to_the_latents_component():
         return mu + w * (x - mu)
 
     x0 = 80.0 * torch.randn(500, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    x, _ = sample_edm(exact, x0, edm.karras_sigmas(40), "heun")
+    x = edm_sampler.sample(exact, x0, edm.karras_sigmas(40), kind="heun").state
     assert torch.equal(d.component(x), c) and float((x - mu).norm(dim=1).max()) < 5 * s
     assert abs(float((x - mu).std()) - s) < 0.02
 
@@ -72,17 +72,17 @@ def test_prior_nll_on_extracted_latents_is_finite_and_decreases():
 def test_sampling_is_seeded_takes_given_latents_and_counts_calls():
     m = build()
     m.eval()
-    cfg = SampleConfig(steps=6)
+    cfg = m.sample_options(steps=11)  # a budget of 11 calls: 6 Heun steps
     a = m.sample(10, cfg, torch.Generator().manual_seed(0))
     b = m.sample(10, cfg, torch.Generator().manual_seed(0))
     assert torch.equal(a.samples, b.samples) and a.samples.shape == (10, 2) and a.nfe == 2 * 6 - 1
     z = torch.full((10, 1), 3)
     c = m.sample(10, cfg, torch.Generator().manual_seed(0), latents=z)
     assert torch.equal(c.info["latents"], z) and c.info["prior_calls"] == 0
-    g = m.sample(10, SampleConfig(steps=6, guidance=1.0), torch.Generator().manual_seed(0), latents=z)
+    g = m.sample(10, m.sample_options(steps=22, guidance=1.0), torch.Generator().manual_seed(0), latents=z)
     assert g.nfe == 2 * (2 * 6 - 1) and not torch.allclose(g.samples, c.samples)
     e = build("edm")
-    assert e.sample(4, cfg, torch.Generator().manual_seed(0)).nfe == 11
+    assert e.sample(4, e.sample_options(steps=11), torch.Generator().manual_seed(0)).nfe == 11
 
 
 def test_gradients_reach_the_encoder_in_stage_one_and_bad_settings_are_refused():
@@ -148,8 +148,8 @@ def test_discodiff_embed_stages_and_sampling_with_given_latents():
     assert all(p.grad is None for p in m2.net.parameters()) and all(p.grad is None for p in m2.encoder.parameters())
     m2.eval()
     z = torch.tensor([[0, 1], [2, 2]])
-    a = m2.sample(2, SampleConfig(steps=3), torch.Generator().manual_seed(4), latents=z)
-    b = m2.sample(2, SampleConfig(steps=3), torch.Generator().manual_seed(4), latents=z)
+    a = m2.sample(2, m2.sample_options(steps=3), torch.Generator().manual_seed(4), latents=z)
+    b = m2.sample(2, m2.sample_options(steps=3), torch.Generator().manual_seed(4), latents=z)
     assert torch.equal(a.samples, b.samples) and torch.equal(a.info["latents"], z)
 
 

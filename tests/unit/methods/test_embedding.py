@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from catdiff import registry
-from catdiff.config import ModelConfig, SampleConfig
+from catdiff.config import ModelConfig
 from catdiff.methods.embedding import EmbeddingOptions, effective_rank, embedding_diagnostics
 from catdiff.models.encoders import TokenEmbedding
 
@@ -13,7 +13,7 @@ K, L = 6, 8
 
 
 def build(name, **opts):
-    cls = registry.methods()[name]
+    cls = registry.method_class(name)
     torch.manual_seed(0)
     return cls(cls.Options(**opts), ModelConfig(preset="tiny", d_model=32, n_layers=1, n_heads=2), K, L)
 
@@ -32,14 +32,14 @@ def test_variant_loss_bound_and_samples(name):
     assert m.emb.weight.grad is not None and m.emb.weight.grad.abs().sum() > 0  # trained end to end
     nb = m.nelbo(x, torch.Generator().manual_seed(1))
     assert nb.shape == (16,) and nb.dtype == torch.float64 and torch.isfinite(nb).all() and (nb > 0).all()
-    s = m.sample(3, SampleConfig(steps=4), torch.Generator().manual_seed(2))
+    s = m.sample(3, m.sample_options(steps=4), torch.Generator().manual_seed(2))
     assert s.samples.shape == (3, L) and s.samples.dtype == torch.long
     assert int(s.samples.min()) >= 0 and int(s.samples.max()) < K
     assert s.nfe == (7 if m.options.sampler == "heun" else 4)
 
 
 def test_variant_defaults_follow_their_sources():
-    o = {n: registry.methods()[n].Options() for n in VARIANTS}
+    o = {n: registry.method_class(n).Options() for n in VARIANTS}
     assert o["difformer"].rescale == 4.0 and o["difformer"].rescale_decode == 1.0 and o["difformer"].w_ce == 1.0
     assert o["difformer"].label_smoothing == 0.1 and o["difformer"].self_cond == 0.5
     assert o["diffusion-lm"].schedule == "sqrt" and o["diffusion-lm"].w_rounding == 1.0

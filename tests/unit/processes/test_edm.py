@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from catdiff.processes import edm
-from catdiff.samplers import sample_edm
+from catdiff.samplers import edm as edm_sampler
 
 
 @pytest.mark.parametrize("sigma", [0.01, 0.5, 3.0, 80.0])
@@ -55,6 +55,24 @@ def test_ode_samplers_converge_at_their_order(kind, order):
         assert nfe == n * (2 if kind == "heun" else 1)
     for a, b in zip(errs, errs[1:], strict=False):
         assert a / b == pytest.approx(2 ** order, rel=0.25)
+
+
+def sample_edm(denoise, x, sigmas, kind, generator=None, **kw):
+    """edm_sampler.sample along an explicit σ grid → (x, nfe)."""
+    r = edm_sampler.sample(denoise, x, sigmas, kind=kind, generator=generator, **kw)
+    return r.state, r.nfe
+
+
+@pytest.mark.parametrize("budget", [1, 2, 5, 9, 10, 99])
+def test_grid_spends_at_most_the_call_budget(budget):
+    """`steps` is the network-call budget: Euler takes that many steps, Heun (budget + 1) // 2
+    (2N - 1 calls), and both end at σ = 0."""
+    sd = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    for kind in edm_sampler.KINDS:
+        sig = edm_sampler.grid(budget, kind)
+        _, nfe = sample_edm(exact_gaussian_denoiser(sd), torch.zeros(3, 2, dtype=torch.float64), sig, kind)
+        assert float(sig[-1]) == 0 and nfe <= budget
+        assert nfe == (budget if kind == "euler" else 2 * ((budget + 1) // 2) - 1)
 
 
 def test_heun_skips_the_correction_on_the_last_step_and_churn_is_seeded():
