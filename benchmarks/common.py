@@ -1,31 +1,24 @@
-"""Helpers shared by the benchmark scripts: machine facts, the git commit, and one training run
-with the overrides every benchmark sets (budget, output folder, quiet logging)."""
+"""Helpers shared by the benchmark scripts: the envelope of an invocation, and one training run
+with the overrides every benchmark sets (budget, output folder, quiet logging).
+
+Results are written by `catdiff.metrics.report.write_result` into `benchmarks/results/<study>/`;
+hand-written readings of them go to the NOTES.md beside them, never into the generated pages."""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
-
 from catdiff.config import load_config
+from catdiff.metrics.report import envelope
 from catdiff.train import train
 
 
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
+def start(args) -> dict:
+    """The envelope of this invocation: its command line and parsed arguments (see `envelope`)."""
+    return envelope(["python", *sys.argv], vars(args))
 
 
 def bench_train(config: str, run_dir: Path, args, extra: list[str], log_every: int = 50) -> dict:
@@ -70,12 +63,3 @@ def logged_train_info(run_dir: Path) -> dict:
     return {"run": str(run_dir), "steps": last["step"], "wall_s": last["elapsed_s"], "cpu_s": last.get("budget_s"),
             "tokens_per_s": last["tokens_per_s"]}
 
-
-def write_report(path: Path, md: str, keep_reading: bool) -> None:
-    """Write a results page; with keep_reading, the old page's hand-written "## Reading" section
-    (the rest of the page from that heading) is carried over to the new one."""
-    path = Path(path)
-    old = path.read_text() if keep_reading and path.is_file() else ""
-    if "\n## Reading" in old:
-        md += old[old.index("\n## Reading"):]
-    path.write_text(md)

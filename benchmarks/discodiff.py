@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import git_commit, machine, write_report  # noqa: E402
+from common import start  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
 from catdiff.diagnose import ode_record, plot_ode  # noqa: E402
 from catdiff.evaluate import draw_samples, likelihood, load_run, step_sweep  # noqa: E402
+from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
 from catdiff.ode_diagnostics import switch_latents  # noqa: E402
 from catdiff.train import train  # noqa: E402
 
@@ -130,7 +131,7 @@ def switching(method, ds, n: int = 500, seed: int = 0) -> list[dict]:
     k = method.options.k
     with torch.no_grad():
         cond = {z: method.latent_condition(n, None, g, torch.full((n, 1), z))[0] for z in range(k)}
-        sig = method.sigmas(50)
+        sig = method.sigmas(50, "euler")  # 50 σ steps
         x = float(sig[0]) * torch.randn((n, 2), generator=g)
         comp = {}
         for z in range(k):  # the component each latent generates on its own
@@ -207,8 +208,7 @@ def run_toy(args, res: dict, out: Path) -> str:
             row[f"{name} W2"] = r["w2"][h]["w2"]
             row[f"{name} ±"] = r["w2"][h]["w2_se"]
         rows.append(row)
-    return (f"# EDM vs DisCo-Diff on the 8-Gaussian toy\n\nCommand: `{res['command']}`  \nCommit: "
-            f"`{res['git_commit']}`\n\n" + metrics.format_table(rows, list(rows[0])) +
+    return ("# EDM vs DisCo-Diff on the 8-Gaussian toy\n\n" + metrics.format_table(rows, list(rows[0])) +
             f"\n\nW2 (mean over {args.seeds} sample seeds, ± its standard error) noise floor (two independent "
             f"data sets of {args.num_samples}): "
             f"{res['w2_noise_floor']['mean']:.4f}. " + curvature_summary(res, "edm", "discodiff") +
@@ -228,7 +228,7 @@ def previous_train(args, name: str) -> dict:
     if (run / TRAIN_RECORD).exists():
         return json.loads((run / TRAIN_RECORD).read_text())
     old_path = Path(args.out) / f"{report_stem(args.dataset)}.json"
-    old = json.loads(old_path.read_text()) if old_path.exists() else {}
+    old = read_result(old_path)[1] if old_path.exists() else {}
     return old["methods"][name]["train"] if name in old.get("methods", {}) else {"run": str(run), "steps": None,
                                                                                  "prior_steps": None, "wall_s": None}
 
@@ -283,8 +283,8 @@ def run_pair(args, res: dict, out: Path) -> str:
                    **({"bits/token": r["likelihood"]["bits_per_token"]} if "likelihood" in r else {})}
                   for n, r in res["methods"].items()]
     stem = report_stem(args.dataset)
-    md = (f"# {a} vs {b} on `{args.dataset}` (equal optimizer steps and batch)\n\nCommand: `{res['command']}`  \n"
-          f"Commit: `{res['git_commit']}`\n\n" + metrics.format_table(train_rows, list(train_rows[0])) +
+    md = (f"# {a} vs {b} on `{args.dataset}` (equal optimizer steps and batch)\n\n" +
+          metrics.format_table(train_rows, list(train_rows[0])) +
           f"\n\n{first} by sampling steps (mean over {args.seeds} sample seeds, ± its standard error):\n\n" +
           metrics.format_table(rows, list(rows[0])) + "\n")
     if args.dataset == "digits":
@@ -311,13 +311,13 @@ def run_pair(args, res: dict, out: Path) -> str:
     return md
 
 
-def combine(paths: list[str], out: Path, command: str) -> str:
+def combine(paths: list[str], out: Path, env: dict) -> str:
     """Training-seed spread of digits reports (one per training seed): per method and step count the
     mean over training seeds of each run's sample-seed mean, ± the standard error across training
     seeds, and the difference b − a with its standard error (unpaired). → discodiff_digits_seeds.*"""
-    reports = [json.loads(Path(p_).read_text()) for p_ in paths]
+    reports = [read_result(p_)[1] for p_ in paths]
     a, b = PAIRS["digits"]
-    rows, res = [], {"command": command, "git_commit": git_commit(), "reports": paths, "rows": []}
+    rows, res = [], {"reports": paths, "rows": []}
     for i, k in enumerate(HEUN_STEPS):
         row = {"steps": k, "nfe": reports[0]["methods"][a]["samples"][i]["nfe"]}
         for key in ("fd_digits", "fd_digits_train"):
@@ -330,17 +330,16 @@ def combine(paths: list[str], out: Path, command: str) -> str:
             row[f"{b} − {a} {key} ±"] = float(np.hypot(stats[a][1], stats[b][1]))
         rows.append(row)
     res["rows"] = rows
-    (out / "discodiff_digits_seeds.json").write_text(json.dumps(res, indent=1))
 
     def cols(key: str) -> list[str]:
         return ["steps", "nfe"] + [c for c in rows[0] if c.split()[-1] == key or c.endswith(f"{key} ±")]
 
-    md = (f"# {a} vs {b} on `digits` across {len(reports)} training seeds\n\nCommand: `{command}`  \n"
-          f"Commit: `{res['git_commit']}`  \nReports: " + ", ".join(f"`{p_}`" for p_ in paths) +
+    md = (f"# {a} vs {b} on `digits` across {len(reports)} training seeds\n\nReports: " +
+          ", ".join(f"`{p_}`" for p_ in paths) +
           "\n\nfd_digits (test reference), mean over training seeds ± standard error across them:\n\n"
           + metrics.format_table(rows, cols("fd_digits")) +
           "\n\nfd_digits_train (training reference):\n\n" + metrics.format_table(rows, cols("fd_digits_train")) + "\n")
-    write_report(out / "discodiff_digits_seeds.md", md, keep_reading=True)
+    write_result(out, "discodiff_digits_seeds", finish(env), res, md)
     return md
 
 
@@ -352,7 +351,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs/bench_discodiff")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/results/discodiff")
     p.add_argument("--seeds", type=int, default=3, help="sample seeds per step count")
     p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
     p.add_argument("--retrain-prior", action="store_true",
@@ -365,12 +364,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.combine:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        print(combine(args.combine, Path(args.out), " ".join(["python"] + sys.argv)))
+        print(combine(args.combine, Path(args.out), start(args)))
         return 0
     if args.train_only and args.train_only not in PAIRS[args.dataset]:
         p.error(f"--train-only must be one of {PAIRS[args.dataset]}")
-    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
-           "dataset": args.dataset, "budget": {"steps": args.steps, "prior_steps": args.prior_steps}, "methods": {}}
+    env = start(args)
+    res = {"dataset": args.dataset, "budget": {"steps": args.steps, "prior_steps": args.prior_steps}, "methods": {}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.train_only:  # one method's training, e.g. the two of a pair in parallel processes
@@ -378,8 +377,7 @@ def main(argv=None) -> int:
         return 0
     md = run_toy(args, res, out) if args.dataset == "gaussians8" else run_pair(args, res, out)
     stem = report_stem(args.dataset)
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    write_report(out / f"{stem}.md", md, keep_reading=args.eval_only)
+    write_result(out, stem, finish(env), res, md)
     print(md)
     return 0
 

@@ -2,7 +2,7 @@
 cdcd, difformer and catdm, plus CATDM's ablations and Difformer with F = 1, at one budget (same
 preset, batch and optimizer steps; wall time reported), then measures per run: the embedding
 statistics over training, CE(t), the likelihood bound (bits/token) and sample metrics at 10/50/200
-steps. Writes benchmarks/results/embedding_collapse_<dataset>_<preset>.{json,md} and a PNG.
+steps. Writes benchmarks/results/embedding_collapse/embedding_collapse_<dataset>_<preset>.{json,md} and a PNG.
 
     python benchmarks/embedding_collapse.py --dataset mixture --preset small --steps 400 --batch-size 32
     python benchmarks/embedding_collapse.py --dataset kjv --preset small --minutes 5 --judge runs/bench_kjv/ar
@@ -14,15 +14,16 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bench_train, git_commit, machine  # noqa: E402
+from common import bench_train, start  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
-from catdiff.config import SampleConfig  # noqa: E402
 from catdiff.diagnose import diagnose_run, plot_diagnostics  # noqa: E402
 from catdiff.evaluate import likelihood, load_judge, load_run, step_sweep  # noqa: E402
+from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
 
 RUNS = {  # label: (method, extra overrides)
     "embed-naive": ("embed-naive", []),
@@ -35,7 +36,7 @@ RUNS = {  # label: (method, extra overrides)
     "catdm -shift": ("catdm", ["method.shift=1.0"]),
     "catdm -drop": ("catdm", ["method.drop_prob=0.0"]),
     # not in the list: catdm weights L_DM by min(SNR, 5) since the tiny-preset runs showed the
-    # unweighted term collapsing it (embedding_collapse_mixture_tiny.md); these isolate that weighting
+    # unweighted term collapsing it (results/embedding_collapse/); these isolate that weighting
     "catdm unweighted": ("catdm", ["method.mse_weight=none"]),
     "embed-naive min-SNR": ("embed-naive", ["method.mse_weight=min_snr"]),
 }
@@ -51,10 +52,10 @@ def run_one(label: str, args, judge) -> dict:
         recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         last = [r for r in recs if "tokens_per_s" in r][-1]
         train_info = {"steps": last["step"], "wall_s": last["elapsed_s"], "tokens_per_s": last["tokens_per_s"]}
-    _, m, ds = load_run(run_dir)
+    cfg, m, ds = load_run(run_dir)
     lik = likelihood(m, ds, "test", passes=args.passes, max_examples=args.max_examples, batch_size=64)
     diag = diagnose_run(run_dir, n_t=21, max_examples=min(256, args.max_examples), plot=False)
-    rows = step_sweep(m, ds, [10, 50, 200], SampleConfig(batch_size=256, seed=0), args.num_samples, judge,
+    rows = step_sweep(m, ds, [10, 50, 200], replace(cfg.sample, batch_size=256, seed=0), args.num_samples, judge,
                       progress=False)
     hist = diag["history"]
     first = {k: v[0][1] for k, v in hist.items() if v}
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--judge", default=None, help="AR run directory for gen-PPL (text)")
     p.add_argument("--data", default="../shared/data/kjv.txt")
     p.add_argument("--runs", default="runs/bench_collapse")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/results/embedding_collapse")
     p.add_argument("--eval-only", action="store_true", help="re-evaluate existing runs")
     p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every run")
@@ -104,27 +105,25 @@ def main(argv=None) -> int:
     judge = load_judge(args.judge) if args.judge else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"embedding_collapse_{args.dataset}_{args.preset}"
-    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
-           "budget": {"preset": args.preset, "steps": args.steps, "minutes": args.minutes,
+    stem = f"embedding_collapse_{args.dataset}_{args.preset}"
+    env = start(args)
+    res = {"budget": {"preset": args.preset, "steps": args.steps, "minutes": args.minutes,
                       "batch_size": args.batch_size}, "runs": []}
-    if args.only and stem.with_suffix(".json").is_file():  # keep the other runs of an earlier invocation
-        old = json.loads(stem.with_suffix(".json").read_text())
-        res["runs"] = [r for r in old["runs"] if r["label"] not in labels]
+    if args.only and (out / f"{stem}.json").is_file():  # keep the other runs of an earlier invocation
+        res["runs"] = [r for r in read_result(out / f"{stem}.json")[1]["runs"] if r["label"] not in labels]
     for label in labels:
         print(f"[{label}] ...", flush=True)
         res["runs"].append(run_one(label, args, judge))
         res["runs"].sort(key=lambda r: list(RUNS).index(r["label"]) if r["label"] in RUNS else len(RUNS))
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))  # partial results survive
-    plot_diagnostics([r["diagnostics"] for r in res["runs"]], f"{stem}_diagnostics.png",
+        write_result(out, stem, env, res)  # partial results survive
+    plot_diagnostics([r["diagnostics"] for r in res["runs"]], out / f"{stem}_diagnostics.png",
                      labels=[r["label"] for r in res["runs"]])
     md = (f"# Embedding collapse on `{args.dataset}` ({args.preset} preset, batch {args.batch_size}, "
-          f"{args.steps} steps{f', ≤ {args.minutes:g} min' if args.minutes else ''} per run)\n\n"
-          f"Command: `{res['command']}`  \nCommit: `{res['git_commit']}`\n\n" + table(res) +
+          f"{args.steps} steps{f', ≤ {args.minutes:g} min' if args.minutes else ''} per run)\n\n" + table(res) +
           "\n\nspread = mean pairwise distance of the clean embeddings (first logged step → end); CE(t) = "
           "denoising cross-entropy in nats/token (uniform = log K); excess = sample NLL − H/L in nats/token; "
-          f"sample columns at 10/50/200 steps.\n\n![diagnostics]({stem.name}_diagnostics.png)\n")
-    stem.with_suffix(".md").write_text(md)
+          f"sample columns at 10/50/200 steps.\n\n![diagnostics]({stem}_diagnostics.png)\n")
+    write_result(out, stem, finish(env), res, md)
     print(md)
     return 0
 

@@ -8,7 +8,7 @@ cores still get equal compute; steps reached are reported), then measures the li
 `--latent-grid` adds SEQ rows with other latent budgets), wall-clock per sample and network calls.
 mixture: the exact-conditional oracle as the reference line. binsaw: R² of linear and small-MLP
 probes from the learned latent y_0 to the true shift (as (cos 4πu, sin 4πu): u and u + 1/2 give the
-same law with two saws). Writes benchmarks/results/few_step_<dataset>.{json,md,png}.
+same law with two saws). Writes benchmarks/results/few_step/few_step_<dataset>.{json,md,png}.
 
     python benchmarks/few_step.py --dataset mixture --minutes 8
     python benchmarks/few_step.py --dataset kjv --minutes 10 --judge runs/bench_kjv/ar
@@ -17,7 +17,6 @@ same law with two saws). Writes benchmarks/results/few_step_<dataset>.{json,md,p
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from dataclasses import replace
@@ -27,11 +26,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_budget_args, bench_train, git_commit, logged_train_info, machine, write_report  # noqa: E402
+from common import add_budget_args, bench_train, logged_train_info, start  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
 from catdiff.evaluate import likelihood, load_judge, load_run, step_sweep  # noqa: E402
+from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
 from catdiff.oracle import oracle_samples  # noqa: E402
 
 METHODS = ("mdlm", "lddm-fuji", "lddm-seq")
@@ -85,9 +85,9 @@ def evaluate_one(method_name: str, info: dict, args, judge) -> dict:
 
 
 def oracle_rows(args) -> list[dict]:
-    from catdiff import registry
+    from catdiff.build import build_dataset
 
-    ds = registry.build_dataset(load_config(f"configs/mdlm/{args.dataset}.yaml").data)
+    ds = build_dataset(load_config(f"configs/mdlm/{args.dataset}.yaml").data)
     return [{"steps": k, **metrics.sample_metrics(oracle_samples(ds, args.num_samples, k, seed=0), ds)}
             for k in STEPS]
 
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--judge", default=None, help="AR run directory for gen-PPL (text)")
     p.add_argument("--data", default="../shared/data/kjv.txt")
     p.add_argument("--runs", default="runs/bench_few_step")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/results/few_step")
     p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
     p.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the JSON")
     p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")
@@ -190,28 +190,26 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag.replace(".", "")  # a dot would read as a file suffix
-    stem = out / f"few_step_{args.dataset}{'_' + tag if tag else ''}"
+    stem = f"few_step_{args.dataset}{'_' + tag if tag else ''}"
     if args.tag:
         args.runs = str(Path(args.runs) / args.tag)
-    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
-           "dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes,
+    env = start(args)
+    res = {"dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes,
                                                "batch_size": args.batch_size, "lr": args.lr}, "methods": []}
-    if args.render_only:
-        res = json.loads(Path(f"{stem}.json").read_text())
+    if args.render_only:  # the page of an earlier run: its envelope and results
+        env, res = read_result(out / f"{stem}.json")
     for name in [] if args.render_only else args.methods.split(","):
         print(f"[{name}] ...", flush=True)
         info = logged_train_info(Path(args.runs) / args.dataset / name) if args.eval_only else train_one(name, args)
         res["methods"].append(evaluate_one(name, info, args, judge))
-        Path(f"{stem}.json").write_text(json.dumps(res, indent=1))  # partial results survive
+        write_result(out, stem, env, res)  # partial results survive
     if args.dataset == "mixture" and not args.tag and not args.render_only:
         res["oracle"] = oracle_rows(args)
-    Path(f"{stem}.json").write_text(json.dumps(res, indent=1))
-    plot(res, Path(f"{stem}.png"))
+    plot(res, out / f"{stem}.png")
     b = res["budget"]
     md = (f"# Few-step generation on `{args.dataset}` ({b['preset']} preset, batch {b['batch_size']}, "
-          f"{b['minutes']:g} CPU-min of training per method)\n\nCommand: `{res['command']}`  \n"
-          f"Commit: `{res['git_commit']}`\n\n" + report(res) + f"\n![few-step]({stem.name}.png)\n")
-    write_report(Path(f"{stem}.md"), md, keep_reading=args.render_only)
+          f"{b['minutes']:g} CPU-min of training per method)\n\n" + report(res) + f"\n![few-step]({stem}.png)\n")
+    write_result(out, stem, env if args.render_only else finish(env), res, md)
     print(md)
     return 0
 

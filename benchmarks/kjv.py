@@ -2,7 +2,7 @@
 
 Trains each for a wall-clock budget at the 6x384 / seq 256 / batch 32 setting (configs/*/kjv.yaml),
 reports test bits/char of both, and gen-PPL (AR judge) + unigram entropy of MDLM samples at
-16/64/256 steps. Writes benchmarks/results/kjv.{json,md}.
+16/64/256 steps. Writes benchmarks/results/kjv/kjv.{json,md}.
 
     python benchmarks/kjv.py --minutes 10
 """
@@ -18,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import git_commit, machine  # noqa: E402
+from common import start  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
 from catdiff.evaluate import draw_samples, likelihood, load_judge, load_run  # noqa: E402
+from catdiff.metrics.report import finish, write_result  # noqa: E402
 from catdiff.train import train  # noqa: E402
 
 
@@ -33,11 +34,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default="16,64,256")
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--runs", default="runs/bench_kjv")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/results/kjv")
     p.add_argument("--train", default="ar,mdlm", help="which models to (re)train; others are read from --runs")
     args = p.parse_args(argv)
-    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
-           "minutes": args.minutes}
+    env, res = start(args), {"minutes": args.minutes}
     for name in ("ar", "mdlm"):
         run_dir = Path(args.runs) / name
         if name in args.train.split(","):
@@ -70,11 +70,7 @@ def main(argv=None) -> int:
     ref = metrics.generative_perplexity(real, judge)
     res["mdlm_samples"] = rows
     res["reference_test_text"] = {"gen_ppl": ref["gen_ppl"], "unigram_entropy": ref["unigram_entropy"]}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "kjv.json").write_text(json.dumps(res, indent=1))
     md = [f"# Character-level MDLM and AR on KJV ({args.minutes:g} min each, 6x384, seq 256, batch 32)", "",
-          f"Command: `{res['command']}`  ", f"Commit: `{res['git_commit']}`", "",
           metrics.format_table([{"model": n, "bits_per_char": res[n]["test"]["bits_per_token"],
                                  "stderr_bits": res[n]["test"]["nelbo_nats_se"] / 256 / 0.6931471805599453,
                                  "train_steps": res[n].get("train", {}).get("step"),
@@ -85,7 +81,7 @@ def main(argv=None) -> int:
           f"{ref['gen_ppl']:.3f}, unigram entropy {ref['unigram_entropy']:.3f} bits):", "",
           metrics.format_table(rows, ["steps", "nfe", "gen_ppl", "unigram_entropy", "distinct_2", "sec_per_sample"]),
           "", "Example (256 steps): `" + rows[-1]["example"].replace("\n", " / ") + "`", ""]
-    (out / "kjv.md").write_text("\n".join(md))
+    write_result(args.out, "kjv", finish(env), res, "\n".join(md))
     print("\n".join(md))
     return 0
 

@@ -1,7 +1,7 @@
 """MDLM and AR on `mixture` at the small preset: NELBO gap, AR NLL gap and the few-step curve.
 
 The acceptance study of the foundation issue; the same code as `make demo` at a larger budget.
-Writes benchmarks/results/mixture.{json,md,png}.
+Writes benchmarks/results/mixture/mixture.{json,md,png}.
 
     python benchmarks/mixture.py --mdlm-steps 3000 --ar-steps 1500
 """
@@ -9,15 +9,15 @@ Writes benchmarks/results/mixture.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from catdiff.demo import plot, report, run
+from catdiff.metrics.report import finish, write_result
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import git_commit, machine  # noqa: E402
+from common import start  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,24 +29,20 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--runs", default="runs/bench_mixture")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/results/mixture")
     p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. train.ema=0.999")
     args = p.parse_args(argv)
-    t0 = time.time()
+    env, t0 = start(args), time.time()
     res = run(Path(args.runs), preset=args.preset, mdlm_steps=args.mdlm_steps, ar_steps=args.ar_steps,
               batch_size=args.batch_size, lr=args.lr, num_samples=args.num_samples, extra=args.overrides)
-    res.update({"command": " ".join([sys.executable.split("/")[-1]] + sys.argv), "git_commit": git_commit(),
-                "machine": machine(), "wall_seconds": time.time() - t0})
+    res["wall_seconds"] = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "mixture.json").write_text(json.dumps(res, indent=1))
     plot(res, out / "mixture.png")
-    md = (f"# MDLM and AR on `mixture` ({args.preset} preset)\n\nCommand: `{res['command']}`  \n"
-          f"Commit: `{res['git_commit']}`; machine: {res['machine']['processor']}, "
-          f"{res['machine']['cpu_count']} cores, torch {res['machine']['torch']}\n\n" + report(res) +
+    md = (f"# MDLM and AR on `mixture` ({args.preset} preset)\n\n" + report(res) +
           "\n\n`oracle` = the masked sampler driven by the exact conditionals of the data (DESIGN.md §4):"
           " the best any factorized masked sampler can do at that step count.\n\n![few-step](mixture.png)\n")
-    (out / "mixture.md").write_text(md)
+    write_result(out, "mixture", finish(env), res, md)
     print(md)
     return 0
 

@@ -4,7 +4,7 @@ batch and budget of CPU time per run (`--minutes`, so runs sharing the cores get
 the source + separator a clean condition. Reports, per task, the bound on -log p(target | source)
 in bits per target token, and exact match / token accuracy / length accuracy / BLEU of targets
 generated for held-out sources at each step count (AR: one call per target position), plus
-wall-clock per sample. Writes benchmarks/results/seq2seq.{json,md,png}.
+wall-clock per sample. Writes benchmarks/results/seq2seq/seq2seq.{json,md,png}.
 
     python benchmarks/seq2seq.py --tasks reverse,add --minutes 4
 """
@@ -12,17 +12,17 @@ wall-clock per sample. Writes benchmarks/results/seq2seq.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_budget_args, bench_train, git_commit, logged_train_info, machine, write_report  # noqa: E402
+from common import add_budget_args, bench_train, logged_train_info, start  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
 from catdiff.evaluate import length_predictor, likelihood, load_judge, load_run, seq2seq_report  # noqa: E402
+from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
 
 METHODS = ("ar", "mdlm", "difformer", "catdm", "lddm-fuji", "lddm-seq")
 MASKED = ("mdlm", "lddm-fuji", "lddm-seq")  # methods with a reveal order (sample.order)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     add_budget_args(p, minutes=4.0, batch_size=128, num_samples=512)
     p.add_argument("--runs", default="runs/bench_seq2seq")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default="benchmarks/results/seq2seq")
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--append", action="store_true", help="add these tasks to the existing seq2seq.json")
     p.add_argument("--render-only", action="store_true", help="rewrite seq2seq.{md,png} from seq2seq.json")
@@ -155,31 +155,26 @@ def main(argv=None) -> int:
     args.dataset = "seq2seq"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    res = {"command": " ".join(["python"] + sys.argv), "git_commit": git_commit(), "machine": machine(),
-           "budget": {"preset": args.preset, "cpu_minutes": args.minutes, "batch_size": args.batch_size,
+    env = start(args)
+    res = {"budget": {"preset": args.preset, "cpu_minutes": args.minutes, "batch_size": args.batch_size,
                       "lr": args.lr}, "tasks": args.tasks.split(","), "runs": []}
     todo = [] if args.render_only else [(t, m) for t in res["tasks"] for m in args.methods.split(",")]
-    if args.render_only:
-        res = json.loads((out / "seq2seq.json").read_text())
-        args.append = True  # keeps the reading
+    if args.render_only:  # the page of an earlier run: its envelope and results
+        env, res = read_result(out / "seq2seq.json")
     elif args.append and (out / "seq2seq.json").is_file():  # keep the other (task, method) runs and commands
-        old = json.loads((out / "seq2seq.json").read_text())
+        old_env, old = read_result(out / "seq2seq.json")
         res["runs"] = [r for r in old["runs"] if (r["task"], r["method"]) not in todo]
         res["tasks"] = old["tasks"] + [t for t in res["tasks"] if t not in old["tasks"]]
-        res["command"] = old["command"] + "`; `" + res["command"]
+        env["command"] = f"{old_env['command']}; {env['command']}"
     for task, method in todo:  # in the given order: a task's AR run first, for the beams' reranking
         print(f"[{task} / {method}] ...", flush=True)
         res["runs"].append({**run_one(method, task, args), "overrides": list(args.overrides)})
         res["runs"].sort(key=lambda r: (res["tasks"].index(r["task"]), method_rank(r["method"])))
-        (out / "seq2seq.json").write_text(json.dumps(res, indent=1))  # partial results survive
+        write_result(out, "seq2seq", env, res)  # partial results survive
     plot(res, out / "seq2seq.png")
     md = (f"# Synthetic seq2seq ({args.preset} preset, batch {args.batch_size}; training CPU time and decoding "
-          f"temperature per task below)\n\n" +
-          (f"Commands: {res['command']}" if "`" in res["command"] else f"Command: `{res['command']}`") +
-          f"  \nCommit: `{res['git_commit']}`\n\n" +
-          report(res) +
-          "\n![exact match by steps](seq2seq.png)\n")
-    write_report(out / "seq2seq.md", md, keep_reading=args.append)
+          f"temperature per task below)\n\n" + report(res) + "\n![exact match by steps](seq2seq.png)\n")
+    write_result(out, "seq2seq", env if args.render_only else finish(env), res, md)
     print(md)
     return 0
 

@@ -14,18 +14,14 @@
 
 Eager and compiled steps alternate round by round, so load drift on a shared machine hits both
 alike. Timings are best-of (the least disturbed run) with the median alongside.
-Writes <out>/throughput.json and <out>/throughput.md.
+Writes <out>/throughput.{json,md} (default out: benchmarks/results/throughput).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from catdiff.metrics.report import envelope, finish, write_result
 from catdiff.models.transformer import (
     PRESETS,
     Transformer,
@@ -253,43 +250,12 @@ def bench_preset(preset: str, *, modes=("eager", "compiled"), batch_size: int, s
     return [rows[m] for m in modes]
 
 
-# ---- facts, output -----------------------------------------------------------------------
-def machine_facts() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        "blas": "mkl" if torch.backends.mkl.is_available() else "other",
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def git_commit() -> dict:
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode:
-            return {"commit": None}
-        return {"commit": head.stdout.strip(), "dirty": bool(git("status", "--porcelain").stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None}
-
-
+# ---- output ------------------------------------------------------------------------------
 def markdown(result: dict) -> str:
-    peak, mach = result["peak"]["flops"], result["machine"]
+    peak = result["peak"]["flops"]
     lines = [
         "# Throughput", "",
-        f"fp32 matmul peak measured in-process: **{peak / 1e9:.0f} GFLOP/s** "
-        f"({mach['cpu']}, {mach['torch_threads']} threads, torch {mach['torch']}).",
+        f"fp32 matmul peak measured in-process: **{peak / 1e9:.0f} GFLOP/s**.",
         f"Batch {result['batch_size']} x sequence {result['seq_len']}, vocabulary {result['vocab_size']}, fp32. "
         "Times are best-of (median MFU alongside).", "",
         "| preset | mode | params (non-emb) | GFLOP/token (train) | train tok/s | MFU | MFU (median) "
@@ -303,14 +269,14 @@ def markdown(result: dict) -> str:
             f"{r['flops_per_token_train'] / 1e9:.3f} | {r['train_tokens_per_s']:.0f} | {r['train_mfu']:.1%} | "
             f"{r['train_mfu_median']:.1%} | {r['forward_tokens_per_s']:.0f} | {r['forward_mfu']:.1%} | {gen} |")
     lines += ["", "MFU = flops_per_token x tokens/s / peak; flops_per_token = 6N + 12 n_layers L d "
-              "(N = matmul weights per token; see `catdiff.models.transformer.flops_per_token`).",
-              "", "Command:", "", "```", result["command"], "```", ""]
+              "(N = matmul weights per token; see `catdiff.models.transformer.flops_per_token`).", ""]
     return "\n".join(lines)
 
 
 def run(presets=("small", "base"), *, modes=("eager", "compiled"), batch_size: int = 32, seq_len: int = 256,
         vocab_size: int = 256, quick: bool = False, budget: Budget | None = None,
-        out: str | Path | None = ROOT / "benchmarks" / "results", make_step=make_step, command: str | None = None,
+        out: str | Path | None = ROOT / "benchmarks" / "results" / "throughput", make_step=make_step,
+        command: list[str] | str | None = None,
         log=None) -> dict:
     """Run the benchmark and return the result dict (also written as JSON + Markdown unless out=None).
 
@@ -322,6 +288,9 @@ def run(presets=("small", "base"), *, modes=("eager", "compiled"), batch_size: i
     """
     budget = budget or (Budget.quick() if quick else Budget())
     log = log or (lambda *a: print(*a, flush=True))
+    env = envelope(command or ["python", *sys.argv],
+                   {"presets": list(presets), "modes": list(modes), "batch_size": batch_size, "seq_len": seq_len,
+                    "vocab_size": vocab_size, "quick": quick, "budget": asdict(budget)})
     peaks = [measure_peak(seconds=budget.peak_seconds)]
     log(f"fp32 matmul peak: {peaks[0]['flops'] / 1e9:.0f} GFLOP/s")
 
@@ -341,11 +310,10 @@ def run(presets=("small", "base"), *, modes=("eager", "compiled"), batch_size: i
         r["forward_mfu"] = r["flops_per_token_forward"] * r["forward_tokens_per_s"] / peak
     result = {
         "benchmark": "throughput",
-        "command": command or " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "batch_size": batch_size, "seq_len": seq_len, "vocab_size": vocab_size, "dtype": "float32",
         "quick": quick, "budget": asdict(budget),
         "peak": {"flops": peak, "by_size": by_size, "rounds": [p["flops"] for p in peaks]},
-        "results": rows, "machine": machine_facts(), "git": git_commit(),
+        "results": rows,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
     log(f"peak over the run: {peak / 1e9:.0f} GFLOP/s (rounds: "
@@ -355,11 +323,8 @@ def run(presets=("small", "base"), *, modes=("eager", "compiled"), batch_size: i
             f" (median {r['train_mfu_median']:.1%})  forward {r['forward_tokens_per_s']:7.0f} tok/s"
             + (f"  generate {r['generate_tokens_per_s']:.0f} tok/s" if "generate_tokens_per_s" in r else ""))
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "throughput.md").write_text(markdown(result))
-        log(f"wrote {out / 'throughput.json'} and {out / 'throughput.md'}")
+        path = write_result(out, "throughput", finish(env), result, markdown(result))
+        log(f"wrote {path} and {path.with_suffix('.md')}")
     return result
 
 
@@ -374,13 +339,13 @@ def main(argv=None) -> dict:
                    help="compiled only (--compile), eager only (--no-compile); default: both")
     p.add_argument("--quick", action="store_true", help="short run (fewer steps and repeats)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput"))
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     modes = {None: ("eager", "compiled"), True: ("compiled",), False: ("eager",)}[a.compile]
     argv_list = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(shlex.quote(x) for x in ["python", "benchmarks/throughput.py", *argv_list])
+    command = ["python", "benchmarks/throughput.py", *argv_list]
     return run(a.presets, modes=modes, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=a.vocab_size,
                quick=a.quick, out=a.out, command=command)
 

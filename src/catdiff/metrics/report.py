@@ -6,13 +6,20 @@ It must not know models, methods, datasets or what the numbers mean: it formats 
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import shlex
+import subprocess
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["format_table"]
+__all__ = ["format_table", "envelope", "finish", "write_result", "read_result"]
 
 
 def _cell(v: Any) -> str:
@@ -40,3 +47,116 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
     return "\n".join(lines)
+
+
+# ---- the results envelope -------------------------------------------------------------------
+CPU_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # the ones that change matmul throughput
+CONTENDED = 0.3  # a 1-minute load average above this means other work shared the machine
+
+
+def _git(*args: str) -> str | None:
+    """git's output in the catdiff source tree (None outside a checkout or without git)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _loadavg() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def machine() -> dict[str, Any]:
+    """Platform, CPU model and the CPU flags of `CPU_FLAGS` (None where /proc/cpuinfo is missing),
+    core count, Python and torch versions, torch threads and BLAS."""
+    cpu, flags = None, None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and cpu is None:
+            cpu = value.strip()
+        elif key.strip() == "flags" and flags is None:
+            flags = set(value.split())
+    return {"platform": platform.platform(), "cpu": cpu or platform.processor() or None,
+            "cpu_flags": {f: f in flags for f in CPU_FLAGS} if flags is not None else None,
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "blas": "mkl" if torch.backends.mkl.is_available() else "other"}
+
+
+def envelope(command: list[str] | str, config: dict | None = None) -> dict[str, Any]:
+    """What every result records about its run: the command, the git commit (and whether the tree
+    was dirty), the machine, the load averages (1, 5, 15 min) now, the date (ISO 8601, UTC) and the
+    config. A field that cannot be found is None and listed as False in `recorded`."""
+    status = _git("status", "--porcelain")
+    env = {"command": command if isinstance(command, str) else shlex.join(command),
+           "commit": _git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status),
+           "machine": machine(), "load": {"start": _loadavg()},
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": dict(config or {})}
+    missing = {k: False for k, v in env.items() if v is None}
+    missing.update({f"machine.{k}": False for k, v in env["machine"].items() if v is None})
+    if missing:
+        env["recorded"] = missing
+    return env
+
+
+def finish(env: dict[str, Any]) -> dict[str, Any]:
+    """Add the load averages at the end and mark the run contended when the 1-minute load average
+    at start or end exceeded `CONTENDED` (None if neither is known). The end value includes this
+    run's own threads."""
+    load = env["load"]
+    load["end"] = _loadavg()
+    known = [v[0] for v in (load.get("start"), load["end"]) if v]
+    load["contended"] = any(v > CONTENDED for v in known) if known else None
+    return env
+
+
+def header(env: dict[str, Any]) -> str:
+    """The lines a results page opens with, generated from its envelope."""
+    m = env.get("machine") or {}
+    flags = m.get("cpu_flags")
+    have = "not recorded"
+    if flags is not None:
+        have = ", ".join(f for f, on in flags.items() if on) or "none of " + ", ".join(flags)
+    load = env.get("load") or {}
+
+    def avg(v):
+        return " / ".join(f"{x:.2f}" for x in v) if v else "not recorded"
+
+    state = {True: " — contended", False: " — quiet"}.get(load.get("contended"), "")
+    dirty = " (uncommitted changes)" if env.get("dirty") else ""
+    cmd = env.get("command") or "not recorded"
+    cmd = cmd if "`" in cmd or cmd == "not recorded" else f"`{cmd}`"  # a composite command quotes its parts
+    return "\n".join([
+        f"Command: {cmd}  ",
+        f"Commit: `{env.get('commit')}`{dirty}  ",
+        (f"Machine: {m.get('cpu') or 'CPU model not recorded'}, {m.get('cpu_count')} cores, {m.get('threads')} "
+         f"threads, torch {m.get('torch')}, CPU flags: {have}  " if m else "Machine: not recorded  "),
+        f"Load (1/5/15 min): start {avg(load.get('start'))}, end {avg(load.get('end'))}{state}  ",
+        f"Date: {env.get('date') or 'not recorded'}", ""])
+
+
+def write_result(study_dir: str | Path, name: str, env: dict[str, Any], results: Any,
+                 markdown_body: str | None = None) -> Path:
+    """Write `<study_dir>/<name>.json` = {"envelope": env, "results": results} and, given a body,
+    `<name>.md`: the body's `# title` line, the header from the envelope, then the rest of the body.
+    Generated pages carry no hand-written prose: readings go to NOTES.md beside them. Returns the
+    JSON path."""
+    study = Path(study_dir)
+    study.mkdir(parents=True, exist_ok=True)
+    path = study / f"{name}.json"
+    path.write_text(json.dumps({"envelope": env, "results": results}, indent=1, default=str) + "\n")
+    if markdown_body is not None:
+        title, rest = markdown_body.split("\n", 1) if markdown_body.startswith("# ") else ("", markdown_body)
+        page = (f"{title}\n\n" if title else "") + header(env) + "\n" + rest.lstrip("\n")
+        (study / f"{name}.md").write_text(page)
+    return path
+
+
+def read_result(path: str | Path) -> tuple[dict[str, Any], Any]:
+    """(envelope, results) of a file written by `write_result`."""
+    d = json.loads(Path(path).read_text())
+    return d["envelope"], d["results"]
