@@ -44,6 +44,13 @@ from catdiff.ode_diagnostics import switch_latents  # noqa: E402
 from catdiff.train import train  # noqa: E402
 
 HEUN_STEPS = (3, 4, 5, 10, 25, 50)
+
+
+def heun_budget(k: int) -> int:
+    """The network-call budget (sample.steps) of k Heun steps: 2k - 1 calls."""
+    return 2 * k - 1
+
+
 PAIRS = {"gaussians8": ("edm", "discodiff"), "digits": ("edm", "discodiff"),
          "mixture": ("difformer", "discodiff-embed")}
 EMBED_STEPS = (4, 8, 16, 32, 64, 128)
@@ -90,7 +97,7 @@ def w2_rows(method, ds, cfg, n: int, seeds=(0, 1, 2)) -> list[dict]:
     for steps in HEUN_STEPS:
         vals, nfe = [], 0
         for s in seeds:
-            out, _ = draw_samples(method, n, replace(cfg, steps=steps, seed=s, batch_size=n))
+            out, _ = draw_samples(method, n, replace(cfg, steps=heun_budget(steps), seed=s, batch_size=n))
             vals.append(metrics.wasserstein2(out.samples, reference(ds, n, s)))
             nfe = out.nfe
         rows.append({"heun_steps": steps, "nfe": nfe, "w2": float(np.mean(vals)),
@@ -113,7 +120,7 @@ def prior_check(method, ds, scfg, args, steps=(5, 10)) -> list[dict]:
                 g = torch.Generator().manual_seed(s)
                 lat = None if source == "prior" else extracted[torch.randint(0, len(train), (args.num_samples,),
                                                                              generator=torch.Generator().manual_seed(s))]
-                out = method.sample(args.num_samples, replace(scfg, steps=k, seed=s), g, latents=lat)
+                out = method.sample(args.num_samples, replace(scfg, steps=heun_budget(k), seed=s), g, latents=lat)
                 tok = ds.to_tokens(out.samples)
                 vals.append([metrics.fd_digits(tok, ref[key]) for key in ref])
             v = np.array(vals)
@@ -236,7 +243,7 @@ def previous_train(args, name: str) -> dict:
 def run_pair(args, res: dict, out: Path) -> str:
     """digits (FD-digits by Heun steps + ODE diagnostics) or mixture (bits/token + sample metrics)."""
     a, b = PAIRS[args.dataset]
-    steps_list = HEUN_STEPS if args.dataset == "digits" else EMBED_STEPS
+    steps_list = tuple(map(heun_budget, HEUN_STEPS)) if args.dataset == "digits" else EMBED_STEPS
     records = []
     first = "fd_digits" if args.dataset == "digits" else "excess"
     second = "coherence" if args.dataset == "mixture" else "fd_digits_train"

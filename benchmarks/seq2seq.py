@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import add_budget_args, bench_train, logged_train_info, start  # noqa: E402
 
 from catdiff import metrics  # noqa: E402
-from catdiff.evaluate import length_predictor, likelihood, load_judge, load_run, seq2seq_report  # noqa: E402
+from catdiff.evaluate import length_predictor, likelihood, load_judge, load_run, seq2seq_report, with_steps  # noqa: E402
 from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
 
 METHODS = ("ar", "mdlm", "difformer", "catdm", "lddm-fuji", "lddm-seq")
@@ -47,8 +47,12 @@ def run_one(method: str, task: str, args) -> dict:
     lik = likelihood(m, ds, "test", passes=1, max_examples=args.num_samples, batch_size=256)
     scfg = replace(cfg.sample, batch_size=256, seed=0, temperature=args.temperature)
     orders = args.orders.split(",") if method in MASKED else ["random"]
-    rows = [{**seq2seq_report(m, ds, replace(scfg, steps=k, order=o), args.num_samples), "order": o}
-            for o in orders for k in ((ds.seq_len - ds.cond_len,) if method == "ar" else STEPS)]
+    def options(k, o):  # AR has no step budget, only masked methods a reveal order
+        opts = with_steps(scfg, k)
+        return replace(opts, order=o) if method in MASKED else opts
+
+    rows = [{**seq2seq_report(m, ds, options(k, o), args.num_samples), "order": o}
+            for o in orders for k in ((None,) if method == "ar" else STEPS)]
     res = {"method": method, "task": task, "run": str(run), "train": info, "temperature": args.temperature,
            "cpu_minutes": args.minutes,
            "bits_per_target_token": lik["bits_per_token"], "samples": rows}

@@ -74,7 +74,7 @@ def default_loss(model: Transformer, x: torch.Tensor, gen: torch.Generator) -> t
 def mdlm_loss(model: Transformer, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The real MDLM training loss (catdiff.methods.mdlm): low-discrepancy t, masking, SUBS,
     continuous-time NELBO per token; mask id = out_size. This is what `catdiff train` runs."""
-    from catdiff.methods.mdlm import nelbo_terms
+    from catdiff.losses import masked_nelbo
     from catdiff.parameterizations import subs_log_probs
     from catdiff.processes.masked import q_sample
     from catdiff.schedules import MaskSchedule, sample_times
@@ -83,7 +83,7 @@ def mdlm_loss(model: Transformer, x: torch.Tensor, gen: torch.Generator) -> torc
     t = sample_times(x.shape[0], gen)
     z = q_sample(x, t, schedule, m, gen)  # (B, L)
     logp = subs_log_probs(model(z, t), z, m)  # (B, L, K)
-    return nelbo_terms(logp, x, z, t, schedule, m).mean() / x.shape[1]
+    return masked_nelbo(logp, x, z, t, schedule, m).mean()
 
 
 def make_adamw(params, lr: float) -> torch.optim.Optimizer:

@@ -1,14 +1,19 @@
-"""The one place where a validated config becomes objects: the dataset and the method.
+"""The one place where a config becomes objects: the dataset and the method, from a config or
+from a trained run's checkpoint.
 
-It knows the registry's names, the config's sections and the constructors' signatures; it knows
-nothing of training loops, checkpoints on disk, sampling or the command line.
+It knows the registry's names, the config's sections, the constructors' signatures and the
+checkpoint layout; it knows nothing of training loops, sampling, metrics or the command line.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from . import checkpoint as ckpt_io
 from . import registry
-from .config import Config, from_mapping
-from .errors import ConfigError
+from .config import Config, build_config, from_mapping
+from .errors import CheckpointError, ConfigError
+from .runtime import resolve_device
 
 
 def build_dataset(section: dict):
@@ -35,9 +40,28 @@ def method_options(cfg: Config):
 
 
 def build_method(cfg: Config, dataset):
-    """The configured method sized for `dataset` (K = vocab_size, L = seq_len); seq2seq data
-    (dataset.cond_len > 0) makes its first cond_len positions a clean condition."""
+    """The configured method sized for `dataset` (K = vocab_size, L = seq_len)."""
     cls, options = method_options(cfg)
-    method = cls(options, cfg.model, dataset.vocab_size, dataset.seq_len)
-    method.cond_len = getattr(dataset, "cond_len", 0)
-    return method
+    return cls(options, cfg.model, dataset.vocab_size, dataset.seq_len)
+
+
+def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
+    """(config, method in eval mode, dataset) of a trained run; EMA weights by default."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory not found: {run_dir}")
+    ckpt = ckpt_io.checkpoint_dir(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir} holds no checkpoint (expected {run_dir}/checkpoint/meta.json)")
+    meta = ckpt_io.read_meta(ckpt)
+    cfg = build_config(meta["config"])
+    cfg.model.compile = False
+    dataset = rebuild_dataset(meta["dataset"])
+    if (dataset.vocab_size, dataset.seq_len) != (meta["vocab_size"], meta["seq_len"]):
+        raise CheckpointError(f"vocabulary mismatch: dataset gives K={dataset.vocab_size}, L={dataset.seq_len}, "
+                              f"checkpoint expects K={meta['vocab_size']}, L={meta['seq_len']}")
+    dev = resolve_device(device)
+    method = build_method(cfg, dataset)
+    weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors")
+    ckpt_io.load_weights(method, weights)
+    return cfg, method.to(dev).eval(), dataset

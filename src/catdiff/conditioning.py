@@ -22,6 +22,9 @@ BLANK = "_"  # one free position in an infill template
 class Condition:
     values: torch.Tensor  # (B, L) or (1, L), broadcast over the batch
     fixed: torch.Tensor  # same shape, bool
+    # fixed positions that are a clean condition (a seq2seq source: never noised in training), so
+    # continuous methods impose their clean value rather than a noised one; None: none of them
+    clean: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.values.shape != self.fixed.shape or self.fixed.dtype != torch.bool or self.values.dim() != 2:
@@ -44,13 +47,23 @@ class Condition:
         """Each row's first n_fixed positions fixed to x's (seq2seq: source + separator)."""
         fixed = torch.zeros_like(x, dtype=torch.bool)
         fixed[:, :n_fixed] = True
-        return cls(x, fixed)
+        return cls(x, fixed, clean=fixed)
 
     def for_batch(self, n: int, device) -> Condition:
         """This condition with n rows (a single row is repeated) on `device`."""
         if self.values.shape[0] not in (1, n):
             raise ValueError(f"the condition has {self.values.shape[0]} rows, cannot serve {n} samples")
-        return Condition(self.values.expand(n, -1).to(device), self.fixed.expand(n, -1).to(device))
+        clean = None if self.clean is None else self.clean.expand(n, -1).to(device)
+        return Condition(self.values.expand(n, -1).to(device), self.fixed.expand(n, -1).to(device), clean)
+
+    def rows(self, start: int, stop: int) -> Condition:
+        """Rows start:stop of a per-sample condition."""
+        clean = None if self.clean is None else self.clean[start:stop]
+        return Condition(self.values[start:stop], self.fixed[start:stop], clean)
+
+    def clean_mask(self) -> torch.Tensor:
+        """(B, L) bool: the fixed positions that are clean conditions."""
+        return torch.zeros_like(self.fixed) if self.clean is None else self.clean & self.fixed
 
     def check(self, seq_len: int, vocab_size: int | None = None) -> None:
         if self.values.shape[1] != seq_len:

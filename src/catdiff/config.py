@@ -309,3 +309,15 @@ def _plain(obj):
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def sample_options(cfg, overrides: dict, method_name: str = ""):
+    """The run's sampler options with `overrides` applied and checked: an option the method's
+    sampler does not have fails in one line naming the ones it has."""
+    known = {f.name for f in fields(cfg.sample)}
+    for k in overrides:
+        if k not in known:
+            usable = ", ".join("--" + n.replace("_", "-") for n in sorted(known - {"use_ema"}))
+            raise ConfigError(f"--{k.replace('_', '-')} does not apply to {method_name or 'this'} runs "
+                              f"(their sampler takes {usable})")
+    return from_mapping(type(cfg.sample), {**asdict(cfg.sample), **overrides}, "sample")

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from . import metrics
+from .build import load_run
 from .config import load_config
-from .evaluate import draw_samples, likelihood, load_run
+from .evaluate import draw_samples, likelihood
 from .oracle import oracle_samples
 from .train import train
 

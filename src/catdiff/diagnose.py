@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .build import load_run
 from .errors import ConfigError
-from .evaluate import load_run
 
 STATS = ("emb_pairwise", "emb_norm", "emb_rank", "emb_decodable")
 

@@ -8,41 +8,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt_io
 from . import metrics
-from .build import build_method, rebuild_dataset
+from .build import load_run
 from .conditioning import Condition
-from .config import build_config, from_mapping
+from .config import sample_options
 from .errors import CheckpointError, ConfigError
-from .runtime import resolve_device
 from .structs import SampleOutput
-
-
-def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
-    """(config, method in eval mode, dataset) of a trained run; EMA weights by default."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory not found: {run_dir}")
-    ckpt = ckpt_io.checkpoint_dir(run_dir)
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir} holds no checkpoint (expected {run_dir}/checkpoint/meta.json)")
-    meta = ckpt_io.read_meta(ckpt)
-    cfg = build_config(meta["config"])
-    cfg.model.compile = False
-    dataset = rebuild_dataset(meta["dataset"])
-    if (dataset.vocab_size, dataset.seq_len) != (meta["vocab_size"], meta["seq_len"]):
-        raise CheckpointError(f"vocabulary mismatch: dataset gives K={dataset.vocab_size}, L={dataset.seq_len}, "
-                              f"checkpoint expects K={meta['vocab_size']}, L={meta['seq_len']}")
-    dev = resolve_device(device)
-    method = build_method(cfg, dataset)
-    weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors")
-    ckpt_io.load_weights(method, weights)
-    return cfg, method.to(dev).eval(), dataset
 
 
 @torch.no_grad()
@@ -58,7 +34,7 @@ def likelihood(method, dataset, split: str = "test", passes: int = 4, max_exampl
     acc = metrics.MeanAccumulator()
     score = method.nelbo if method.has_likelihood else method.validation_loss
     for i in range(0, len(x_all), batch_size):
-        x = x_all[i:i + batch_size].to(method.device)
+        x = dataset.batch(x_all[i:i + batch_size]).to(method.device)
         per = torch.stack([score(x, g) for _ in range(passes)]).mean(0)  # (B,)
         acc.update(per.double().cpu())
     if not method.has_likelihood:  # no bound: the held-out training loss, for reference
@@ -84,7 +60,7 @@ def draw_samples(method, n: int, cfg, condition: Condition | None = None) -> tup
         b = min(cfg.batch_size, n - i)
         c = condition
         if c is not None and c.values.shape[0] > 1:
-            c = Condition(c.values[i:i + b], c.fixed[i:i + b])
+            c = c.rows(i, i + b)
         o = method.sample(b, cfg, g, condition=c)
         outs.append(o.samples.cpu())
         nfe = max(nfe, o.nfe)
@@ -236,18 +212,6 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
     Path(run_dir, f"{out_name}.json").write_text(json.dumps(result, indent=1))
     Path(run_dir, f"{out_name}.md").write_text(render(result))
     return result
-
-
-def sample_options(cfg, overrides: dict, method_name: str = ""):
-    """The run's sampler options with `overrides` applied and checked: an option the method's
-    sampler does not have fails in one line naming the ones it has."""
-    known = {f.name for f in fields(cfg.sample)}
-    for k in overrides:
-        if k not in known:
-            usable = ", ".join("--" + n.replace("_", "-") for n in sorted(known - {"use_ema"}))
-            raise ConfigError(f"--{k.replace('_', '-')} does not apply to {method_name or 'this'} runs "
-                              f"(their sampler takes {usable})")
-    return from_mapping(type(cfg.sample), {**asdict(cfg.sample), **overrides}, "sample")
 
 
 def length_predictor(run_dir: str | Path, dataset, device):

@@ -74,7 +74,8 @@ def length_condition(dataset, x: torch.Tensor, lengths: torch.Tensor) -> Conditi
     pos = torch.arange(dataset.seq_len, device=x.device)[None, :]
     pad_from = dataset.cond_len + lengths[:, None]
     values = torch.where(pos >= pad_from, dataset.pad_id, x)
-    return Condition(values, (pos < dataset.cond_len) | (pos >= pad_from))
+    source = (pos < dataset.cond_len).expand_as(values)
+    return Condition(values, source | (pos >= pad_from), clean=source)
 
 
 @torch.no_grad()

@@ -33,3 +33,35 @@ class SampleOutput:
     samples: torch.Tensor
     nfe: int
     info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """What a dataset hands to a method: tokens (B, L) (or vectors (B, D)) and `target`, a (B, L)
+    bool mask of the positions the loss and the bound cover (None: every position). Seq2seq data
+    leaves its source out of the target: the source is a clean condition, never noised or scored."""
+
+    tokens: torch.Tensor
+    target: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, x: torch.Tensor | Batch) -> Batch:
+        """A batch as it is, or a bare tensor as a batch whose every position is a target."""
+        return x if isinstance(x, Batch) else cls(x)
+
+    def to(self, device) -> Batch:
+        return Batch(self.tokens.to(device), None if self.target is None else self.target.to(device))
+
+    def target_mask(self) -> torch.Tensor:
+        """(B, L) bool target mask, all True when the batch has none."""
+        if self.target is not None:
+            return self.target
+        return torch.ones(self.tokens.shape[:2], dtype=torch.bool, device=self.tokens.device)
+
+    def clean_outside_target(self, z_t: torch.Tensor) -> torch.Tensor:
+        """A noised z_t (B, L) with the positions outside the target (a seq2seq source) set back to
+        their clean tokens: a condition is never noised."""
+        return z_t if self.target is None else torch.where(self.target, z_t, self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokens)

@@ -234,7 +234,7 @@ class Trainer:
         tot, n = 0.0, 0
         score = self.method.nelbo if self.method.has_likelihood else self.method.validation_loss
         for i in range(min(self.cfg.train.eval_batches, math.ceil(len(val) / bs))):
-            x = val[i * bs:(i + 1) * bs].to(self.device)
+            x = self.dataset.batch(val[i * bs:(i + 1) * bs]).to(self.device)
             tot += float(score(x, g).sum())
             n += len(x)
         self.method.train()
@@ -270,12 +270,13 @@ class Trainer:
         self.method.train()
         with _Interrupt() as interrupt:
             while self.step < tc.max_steps:
-                x = self.dataset.train_batch(self.step, local_bs, self.rank, self.world).to(self.device)
+                batch = self.dataset.batch(self.dataset.train_batch(self.step, local_bs, self.rank, self.world))
+                batch = batch.to(self.device)
                 lr = lr_at(self.step, tc)
                 for group in self.opt.param_groups:
                     group["lr"] = lr
                 with self.autocast:
-                    out = self.model(x, self.gen)
+                    out = self.model(batch, self.gen)
                 loss = out.loss
                 finite = torch.isfinite(loss.detach()).float()
                 if self.world > 1:
@@ -297,7 +298,7 @@ class Trainer:
                     self.opt.step()
                 self._update_ema()
                 self.step += 1
-                tokens += x.numel() * self.world
+                tokens += batch.tokens.numel() * self.world
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     elapsed = time.time() - t0

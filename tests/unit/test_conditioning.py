@@ -144,7 +144,7 @@ def test_seq2seq_training_keeps_the_source_clean(name):
 
         net.forward = spy
         clean = x[:, :ds.cond_len]
-    method(x, torch.Generator().manual_seed(0))
+    method(ds.batch(x), torch.Generator().manual_seed(0))  # the dataset's Batch: the target excludes the source
     assert seen and all(torch.allclose(s.float(), clean.float()) for s in seen)
 
 
@@ -224,7 +224,7 @@ def test_embedding_anchor_imposes_clean_sources_and_noised_fixed_tokens():
     fixed = torch.zeros_like(x, dtype=torch.bool)
     fixed[:, :ds.cond_len] = True
     fixed[:, ds.cond_len + 1] = True  # one target token fixed (infilling)
-    cond = Condition(x, fixed)
+    cond = Condition(x, fixed, clean=torch.arange(ds.seq_len).expand(n, -1) < ds.cond_len)
     sched = method.decode_sched
     t = torch.tensor(0.5)
     z = torch.randn(n, ds.seq_len, method.options.embed_dim)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..structs import Batch
+
 
 class CategoricalDataset:
     """Base class. Subclasses set `name`, `vocab_size`, `seq_len` and implement the methods."""
@@ -26,6 +28,10 @@ class CategoricalDataset:
     def split(self, name: str) -> torch.Tensor:
         """(N, L) int64 held-out data; `name` in {"val", "test"}; deterministic."""
         raise NotImplementedError
+
+    def batch(self, x: torch.Tensor) -> Batch:
+        """Rows x (B, L) as the Batch a method trains and is scored on: every position a target."""
+        return Batch(x)
 
     def decode(self, x: torch.Tensor) -> str:
         """Human-readable rendering of one (L,) sequence."""

@@ -26,6 +26,7 @@ import torch
 
 from catdiff.data.base import CategoricalDataset
 from catdiff.data.synthetic import _SPLITS, _TRAIN, _check_int, _seed_int
+from catdiff.structs import Batch
 
 TASKS = ("copy", "reverse", "sort", "add", "grammar")
 
@@ -50,6 +51,13 @@ class Seq2SeqDataset(CategoricalDataset):
         """(B, L) examples from PAD-padded (B, S) sources and (B, T) targets."""
         sep = torch.full((src.shape[0], 1), self.sep_id, dtype=torch.long)
         return torch.cat([src.long(), sep, tgt.long()], 1)
+
+    def batch(self, x: torch.Tensor) -> Batch:
+        """x with its target segment as the Batch target: the source + separator are a clean
+        condition, never noised or scored."""
+        target = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+        target[:, self.cond_len:] = True
+        return Batch(x, target)
 
     def source(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, :self.src_len]

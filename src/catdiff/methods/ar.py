@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from ..losses import Term, token_nll
 from ..models.factory import build_network
 from ..samplers import ar, draw_categorical
-from ..structs import LossOutput, SampleOutput
+from ..structs import Batch, SampleOutput
 from .base import Method, NoOptions
 
 
@@ -33,20 +34,20 @@ class AR(Method):
     def token_nll(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L) exact -log p(x_i | x_<i) in nats."""
         logits = self.net(self._inputs(x))  # (B, L, K)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        return -logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        return token_nll(torch.log_softmax(logits.float(), dim=-1), x)
 
-    def _target_nll(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) -log p(x) in nats; seq2seq: -log p(target | source)."""
-        return self.token_nll(x)[:, self.cond_len:].sum(-1)
+    def _target_nll(self, batch: Batch) -> torch.Tensor:
+        """(B, L) -log p(x_i | x_<i) at target positions, 0 elsewhere (seq2seq: the source is given)."""
+        nll = self.token_nll(batch.tokens)
+        return nll if batch.target is None else nll * batch.target
 
-    def forward(self, x, generator=None) -> LossOutput:
-        nll = self._target_nll(x)  # (B,)
-        return LossOutput(loss=nll.mean() / (self.seq_len - self.cond_len), nll=nll.detach())
+    def loss_terms(self, batch, generator=None):
+        nll = self._target_nll(batch)
+        return {"nll": Term(nll, mask=batch.target)}, nll.sum(-1).detach()
 
     @torch.no_grad()
-    def nelbo(self, x, generator=None):
-        return self._target_nll(x).double()
+    def nelbo(self, batch, generator=None):
+        return self._target_nll(Batch.of(batch)).sum(-1).double()
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

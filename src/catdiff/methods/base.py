@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .. import losses
 from ..conditioning import Condition
 from ..errors import ConfigError
 from ..samplers.base import StepOptions
-from ..structs import LossOutput, SampleOutput
+from ..structs import Batch, LossOutput, SampleOutput
 
 
 @dataclass
@@ -48,9 +49,6 @@ class Method(nn.Module):
     # False for methods without a likelihood bound (EDM on continuous data): validation and
     # evaluation then report `validation_loss` instead of bits
     has_likelihood: bool = True
-    # seq2seq data: the first cond_len positions (source + separator) are a clean condition, never
-    # noised in training, excluded from the loss and bound, and fixed in sampling (set by the builder)
-    cond_len: int = 0
 
     def __init__(self, options, model_cfg, vocab_size: int, seq_len: int):
         super().__init__()
@@ -59,15 +57,23 @@ class Method(nn.Module):
         self.vocab_size = vocab_size  # K
         self.seq_len = seq_len  # L
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        """Training loss on a clean batch x (B, L); randomness only from `generator`."""
+    def forward(self, batch: Batch | torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
+        """Training loss on a clean batch (a Batch, or a (B, L) tensor whose every position is a
+        target): the method's terms reduced in one place (losses.reduce); randomness only from
+        `generator`."""
+        terms, nll = self.loss_terms(Batch.of(batch), generator)
+        loss, metrics = losses.reduce(terms)
+        return LossOutput(loss=loss, nll=nll, metrics=metrics)
+
+    def loss_terms(self, batch: Batch, generator: torch.Generator | None) -> tuple[dict, torch.Tensor | None]:
+        """({name: losses.Term}, (B,) detached per-sequence bound in nats or None)."""
         raise NotImplementedError
 
-    def nelbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B,) float64 upper bound on -log p(x) in nats (one Monte-Carlo draw for diffusion)."""
+    def nelbo(self, batch: Batch | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,) float64 upper bound on -log p(target | rest) in nats (one Monte-Carlo draw for diffusion)."""
         raise NotImplementedError
 
-    def validation_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def validation_loss(self, batch: Batch | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B,) held-out loss of methods without a likelihood (has_likelihood = False)."""
         raise NotImplementedError
 
@@ -89,12 +95,6 @@ class Method(nn.Module):
             return None
         condition.check(self.seq_len, self.vocab_size or None)
         return condition.for_batch(n, self.device)
-
-    def target_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L) bool: the positions a seq2seq loss covers (all when cond_len = 0)."""
-        keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        keep[:, :self.cond_len] = False
-        return keep
 
     @classmethod
     def stages(cls, options) -> tuple[Stage, ...]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..losses import Term, denoising_mse
 from ..models.factory import build_network
 from ..models.latents import (
     ConditionalMLP,
@@ -30,7 +31,7 @@ from ..models.latents import (
 )
 from ..processes import edm
 from ..samplers import edm as edm_sampler
-from ..structs import LossOutput, SampleOutput
+from ..structs import Batch, SampleOutput
 from .ar import AR
 from .base import Method, NoOptions, Stage
 from .embedding import DifformerOptions, EmbeddingDiffusion
@@ -63,10 +64,11 @@ class EDMOptions:
 LATENT_STAGES = (Stage("encoder + denoiser"), Stage("prior", trains=("prior",), steps_key="prior_steps"))
 
 
-def prior_stage_loss(prior: AR, z: torch.Tensor, generator=None) -> LossOutput:
-    """Stage 2 of DisCo-Diff: the AR prior's NLL of the frozen encoder's latents z (B, m)."""
-    out = prior(z, generator)
-    return LossOutput(loss=out.loss, nll=None, metrics={"prior_nll": float(out.nll.mean())})
+def prior_stage_terms(prior: AR, z: torch.Tensor, generator=None):
+    """Stage 2 of DisCo-Diff: the AR prior's NLL of the frozen encoder's latents z (B, m), and
+    that NLL per latent tuple (logged as prior_nll)."""
+    terms, nll = prior.loss_terms(Batch(z), generator)
+    return {**terms, "prior_nll": Term(nll, 0.0)}, None
 
 
 class EDM(Method):
@@ -115,14 +117,14 @@ class EDM(Method):
             sigma = edm.sample_sigma(B, generator, y.device, o.p_mean, o.p_std)
         n = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         d = self.denoise(y + sigma.view(-1, 1) * n, sigma, self._cond(y, generator, train))
-        return edm.loss_weight(sigma, o.sigma_data) * (d - y).pow(2).mean(-1)
+        return denoising_mse(d, y, edm.loss_weight(sigma, o.sigma_data))
 
-    def forward(self, x, generator=None) -> LossOutput:
-        return LossOutput(loss=self.denoising_loss(x, generator).mean(), nll=None)
+    def loss_terms(self, batch, generator=None):
+        return {"denoise": Term(self.denoising_loss(batch.tokens, generator))}, None
 
     @torch.no_grad()
-    def validation_loss(self, x, generator=None) -> torch.Tensor:
-        return self.denoising_loss(x, generator, train=False)
+    def validation_loss(self, batch, generator=None) -> torch.Tensor:
+        return self.denoising_loss(Batch.of(batch).tokens, generator, train=False)
 
     def sigmas(self, steps: int, kind: str | None = None) -> torch.Tensor:
         """The Karras σ grid for a budget of `steps` network calls with sampler `kind`."""
@@ -249,16 +251,16 @@ class DisCoDiff(EDM):
             return self.latent_emb(z, drop if o.latent_drop > 0 else None)
         return self.latent_emb.of_indices(logits.argmax(-1))
 
-    def forward(self, x, generator=None) -> LossOutput:
+    def loss_terms(self, batch, generator=None):
         if self.options.stage == 2:  # AR prior on the latents of the frozen encoder
-            return prior_stage_loss(self.prior, self.extract(x), generator)
-        return super().forward(x, generator)
+            return prior_stage_terms(self.prior, self.extract(batch.tokens), generator)
+        return super().loss_terms(batch, generator)
 
     @torch.no_grad()
-    def validation_loss(self, x, generator=None) -> torch.Tensor:
+    def validation_loss(self, batch, generator=None) -> torch.Tensor:
         if self.options.stage == 2:
-            return self.prior.nelbo(self.extract(x))
-        return super().validation_loss(x, generator)
+            return self.prior.nelbo(self.extract(Batch.of(batch).tokens))
+        return super().validation_loss(batch, generator)
 
     def latent_condition(self, n, cfg, generator, latents):
         prior_calls = 0
@@ -336,20 +338,21 @@ class DisCoDiffEmbed(EmbeddingDiffusion):
         """(B, m) argmax latents of the encoder."""
         return self.latent_logits(x).argmax(-1)
 
-    def forward(self, x, generator=None) -> LossOutput:
-        o = self.options
+    def loss_terms(self, batch, generator=None):
+        o, x = self.options, batch.tokens
         if o.stage == 2:
-            return prior_stage_loss(self.prior, self.extract(x), generator)
+            return prior_stage_terms(self.prior, self.extract(x), generator)
         z = gumbel_softmax_st(self.latent_logits(x), o.tau, generator)
         drop = torch.rand(x.shape[0], generator=generator, device=x.device) < o.latent_drop
         with self.conditioned_on(self.latent_emb(z, drop if o.latent_drop > 0 else None)):
-            return super().forward(x, generator)
+            return super().loss_terms(batch, generator)
 
     @torch.no_grad()
-    def nelbo(self, x, generator=None) -> torch.Tensor:
-        z = self.extract(x)
+    def nelbo(self, batch, generator=None) -> torch.Tensor:
+        batch = Batch.of(batch)
+        z = self.extract(batch.tokens)
         with self.conditioned_on(self.latent_emb.of_indices(z)):
-            cond_bound = super().nelbo(x, generator)
+            cond_bound = super().nelbo(batch, generator)
         return cond_bound + self.prior.nelbo(z)
 
     @torch.no_grad()

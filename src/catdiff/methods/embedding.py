@@ -33,17 +33,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import losses
 from ..errors import ConfigError
+from ..losses import Term
 from ..models.encoders import TokenEmbedding
 from ..models.factory import build_network
 from ..processes import gaussian
 from ..samplers import draw_categorical
 from ..samplers import gaussian as gaussian_sampler
 from ..schedules import GaussianSchedule, sample_times
-from ..structs import LossOutput, SampleOutput
+from ..structs import Batch, SampleOutput
 from .base import Method
 
 
@@ -212,66 +213,59 @@ class EmbeddingDiffusion(Method):
         u = sample_times(B, generator, device, 0.0, self.options.antithetic)  # (B,) in [0, 1)
         return lo + (hi - lo) * u
 
-    def _ce(self, logits: torch.Tensor, x: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x.reshape(-1), label_smoothing=smoothing)
-
-    def forward(self, x: torch.Tensor, generator=None) -> LossOutput:
-        o, B = self.options, x.shape[0]
-        dev = x.device
+    def loss_terms(self, batch, generator=None):
+        """The switchable terms of the module docstring (losses.py), each over the target positions."""
+        o, x, target = self.options, batch.tokens, batch.target
+        B, dev = x.shape[0], x.device
         z0 = self.emb(x)  # (B, L, d): the regression target (gradients reach the table)
         z_in = z0
-        keep = self.target_mask(x)  # (B, L): all positions, or the seq2seq target
         if o.drop_prob > 0:  # CATDM random dropping (METHODS.md §3 [our choice])
             drop = torch.rand(x.shape, generator=generator, device=dev) < o.drop_prob  # (B, L)
-            z_in = torch.where((drop & keep).unsqueeze(-1), self.drop_vec.to(z0.dtype), z0)
+            z_in = torch.where((drop & batch.target_mask()).unsqueeze(-1), self.drop_vec.to(z0.dtype), z0)
         t = self._times(B, generator, dev)
         a, s = self.schedule.coefficients(t.view(B, 1, 1))
         eps = torch.randn(z0.shape, generator=generator, device=dev, dtype=z0.dtype)
-        z_t = self._clean_source(gaussian.q_sample(z_in, a, s, eps), z0)
+        z_t = self._clean_source(gaussian.q_sample(z_in, a, s, eps), z0, target)
         x0_hat, logits = self._denoise_sc(z_t, t, generator, enabled=True)
-        if self.cond_len:  # seq2seq: losses cover the target only
-            x0_hat, z0_t, logits_t, x_t = x0_hat[:, self.cond_len:], z0[:, self.cond_len:], \
-                logits[:, self.cond_len:], x[:, self.cond_len:]
-        else:
-            z0_t, logits_t, x_t = z0, logits, x
         terms = {}
         if o.w_mse:
-            per = (x0_hat - z0_t).pow(2).mean((1, 2))  # (B,)
+            mse = losses.x0_mse(x0_hat, z0)  # (B, L)
             if o.mse_weight == "min_snr":
-                per = per * torch.exp(self.schedule.log_snr(t)).clamp_max(o.mse_gamma)
-            terms["mse"] = per.mean()
+                mse = mse * losses.min_snr_weight(self.schedule.log_snr(t), o.mse_gamma)[:, None]
+            terms["mse"] = Term(mse, o.w_mse, target)
         if o.w_ce:
-            terms["ce"] = self._ce(logits_t, x_t, o.label_smoothing)
-        if o.w_rounding:
-            terms["rounding"] = self._ce(self.emb.readout(z0), x)
+            terms["ce"] = Term(losses.cross_entropy(logits, x, o.label_smoothing), o.w_ce, target)
+        if o.w_rounding:  # on every position's true embedding, as Diffusion-LM's code does
+            terms["rounding"] = Term(losses.cross_entropy(self.emb.readout(z0), x), o.w_rounding)
         if o.w_prior:
             a1, _ = self.schedule.coefficients(torch.tensor(self.schedule.t_range[1], device=dev))
-            terms["prior"] = (a1 * z0).pow(2).mean()
-        if o.w_recon:
+            terms["prior"] = Term(losses.prior_energy(a1, z0), o.w_prior)
+        if o.w_recon:  # the decoder term at t_min on the first recon_frac of the batch (one extra call)
             n = max(1, int(round(o.recon_frac * B)))
             t0 = torch.full((n,), self.schedule.t_range[0], device=dev)
             a0, s0 = self.schedule.coefficients(t0.view(n, 1, 1))
             z_lo = gaussian.q_sample(z_in[:n], a0, s0, torch.randn(z0[:n].shape, generator=generator, device=dev))
-            terms["recon"] = self._ce(self.denoise(self._clean_source(z_lo, z0[:n]), t0)[1][:, self.cond_len:],
-                                      x[:n, self.cond_len:])
+            sub = None if target is None else target[:n]
+            logits_lo = self.denoise(self._clean_source(z_lo, z0[:n], sub), t0)[1]
+            terms["recon"] = Term(losses.cross_entropy(logits_lo, x[:n]), o.w_recon, sub)
         if o.w_cm:
             lo = self.schedule.t_range[0]
             u = torch.rand(B, generator=generator, device=dev)
             s_time = lo + (t - lo) * u  # s ~ U(t_min, t): a less noisy point on the same trajectory
             a_s, s_s = self.schedule.coefficients(s_time.view(B, 1, 1))
             with torch.no_grad():
-                z_s = self._clean_source(gaussian.q_sample(z_in, a_s, s_s, eps), z0)
-                logp_s = torch.log_softmax(self.denoise(z_s, s_time)[1][:, self.cond_len:].float(), -1)
-            logp_t = torch.log_softmax(logits_t.float(), -1)
-            terms["cm"] = (logp_s.exp() * (logp_s - logp_t)).sum(-1).mean()
-        loss = sum(getattr(o, "w_" + k) * v for k, v in terms.items())
-        return LossOutput(loss=loss, nll=None, metrics={k: v.detach() for k, v in terms.items()})
+                z_s = self._clean_source(gaussian.q_sample(z_in, a_s, s_s, eps), z0, target)
+                logp_s = torch.log_softmax(self.denoise(z_s, s_time)[1].float(), -1)
+            kl = losses.consistency_kl(logp_s, torch.log_softmax(logits.float(), -1))
+            terms["cm"] = Term(kl, o.w_cm, target)
+        return terms, None
 
-    def _clean_source(self, z_t: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
-        """z_t with the seq2seq source (first cond_len positions) clean, as in sampling."""
-        if not self.cond_len:
+    @staticmethod
+    def _clean_source(z_t: torch.Tensor, z0: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """z_t with the positions outside the target (a seq2seq source) clean, as in sampling."""
+        if target is None:
             return z_t
-        return torch.cat([z0[:, :self.cond_len].to(z_t.dtype), z_t[:, self.cond_len:]], 1)
+        return torch.where(target.unsqueeze(-1), z_t, z0.to(z_t.dtype))
 
     # ---- likelihood bound -------------------------------------------------------------------
     def _x0_eval(self, z_t, t):
@@ -282,33 +276,35 @@ class EmbeddingDiffusion(Method):
         return x0, logits
 
     @torch.no_grad()
-    def nelbo(self, x, generator=None) -> torch.Tensor:
-        """(B,) one-sample VLB in nats (module docstring): decoder + diffusion + prior terms."""
+    def nelbo(self, batch, generator=None) -> torch.Tensor:
+        """(B,) one-sample VLB in nats (module docstring): decoder + diffusion + prior terms, over
+        the target positions (seq2seq: a bound on -log p(target | source))."""
+        batch = Batch.of(batch)
+        x, target = batch.tokens, batch.target
         B, dev = x.shape[0], x.device
+        keep = batch.target_mask().double()  # (B, L)
         lo, hi = self.schedule.t_range
         z0 = self.emb(x).float()  # (B, L, d)
         # decoder term at t_min
         t0 = torch.full((B,), lo, device=dev)
         a0, s0 = self.schedule.coefficients(t0.view(B, 1, 1))
-        c = self.cond_len  # seq2seq: the bound is on -log p(target | source)
         z_lo = gaussian.q_sample(z0, a0, s0, torch.randn(z0.shape, generator=generator, device=dev))
-        z_lo = self._clean_source(z_lo, z0)
-        logp = torch.log_softmax(self._x0_eval(z_lo, t0)[1][:, c:].double(), -1)
-        rec = -logp.gather(-1, x[:, c:].unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
+        z_lo = self._clean_source(z_lo, z0, target)
+        logp = torch.log_softmax(self._x0_eval(z_lo, t0)[1].double(), -1)
+        rec = (losses.token_nll(logp, x) * keep).sum(-1)  # (B,)
         # diffusion term: (t_max - t_min) E_t[½ w(t) ‖z0 - ẑ0‖²]
         t = self._times(B, generator, dev)
         a, s = self.schedule.coefficients(t.view(B, 1, 1))
         z_t = gaussian.q_sample(z0, a, s, torch.randn(z0.shape, generator=generator, device=dev))
-        z_t = self._clean_source(z_t, z0)
+        z_t = self._clean_source(z_t, z0, target)
         x0_hat, logits = self._x0_eval(z_t, t)
-        x0_hat, logits, z0 = x0_hat[:, c:], logits[:, c:], z0[:, c:]
         if self.options.bound_x0 == "posterior":  # any function of z_t gives a valid bound
             x0_hat = torch.softmax(logits.double(), -1) @ self.emb.table().double()
         w = self.schedule.vlb_weight(t.double()).view(B, 1)
-        diff = (hi - lo) * gaussian.diffusion_term(z0.double(), x0_hat.double(), w).sum(-1)  # (B,)
+        diff = (hi - lo) * (gaussian.diffusion_term(z0.double(), x0_hat.double(), w) * keep).sum(-1)  # (B,)
         # prior term at t_max
         a1, s1 = self.schedule.coefficients(torch.tensor(hi, device=dev, dtype=torch.float64))
-        prior = gaussian.prior_kl(z0.double(), a1, s1).sum(-1)  # (B,)
+        prior = (gaussian.prior_kl(z0.double(), a1, s1) * keep).sum(-1)  # (B,)
         return rec + diff + prior
 
     # ---- sampling -----------------------------------------------------------------------------
@@ -339,7 +335,7 @@ class EmbeddingDiffusion(Method):
         training), other fixed tokens by a fresh draw of q(z_t | x) (DiffuSeq-style replacement)."""
         e = self.emb(cond.values)  # (n, L, d)
         fixed = cond.fixed.unsqueeze(-1)
-        source = (torch.arange(self.seq_len, device=e.device) < self.cond_len).view(1, -1, 1)
+        source = cond.clean_mask().unsqueeze(-1)  # (n, L, 1): clean conditions (a seq2seq source)
 
         def anchor(z, t):
             a, s = sched.coefficients(t.reshape(1, 1, 1).to(z.dtype))
@@ -359,7 +355,7 @@ class EmbeddingDiffusion(Method):
             tt = torch.full((x.shape[0],), min(max(float(t), lo), hi), device=x.device)
             a, s = self.schedule.coefficients(tt.view(-1, 1, 1))
             z_t = gaussian.q_sample(z0, a, s, torch.randn(z0.shape, generator=generator, device=x.device))
-            out.append(float(self._ce(self._x0_eval(z_t, tt)[1], x)))
+            out.append(float(losses.cross_entropy(self._x0_eval(z_t, tt)[1], x).mean()))
         return out
 
     # ---- collapse diagnostics (logged with every training record) ------------------------------
@@ -437,7 +433,7 @@ class CATDMOptions(EmbeddingOptions):
     say how, and we weight L_DM by min(SNR(t), 5) (min-SNR-γ): with the unweighted x0-MSE the
     shifted schedule puts most training times at high noise, where the loss pulls every embedding
     to the centroid, and the embeddings collapsed in our runs (benchmarks/results/
-    embedding_collapse_mixture_tiny.md). `method.mse_weight=none` restores the unweighted term."""
+    embedding_collapse/embedding_collapse_mixture_tiny.md). `method.mse_weight=none` restores the unweighted term."""
 
     mse_weight: str = "min_snr"
     shift: float = 0.1

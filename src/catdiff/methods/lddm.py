@@ -26,14 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..losses import Term, masked_nelbo, squared_norm
 from ..models.factory import build_joint_network, build_network, model_size
 from ..parameterizations import subs_log_probs
 from ..processes.coupled import CoupledProcess
 from ..samplers import coupled, gaussian, masked
 from ..schedules import GaussianSchedule, MaskSchedule, sample_times
-from ..structs import LossOutput, SampleOutput
+from ..structs import Batch, SampleOutput
 from .base import Method, Stage
-from .mdlm import nelbo_terms
 
 
 @dataclass
@@ -155,30 +155,30 @@ class LDDM(Method):
         return torch.rand(B, generator=generator, device=device) < self.options.latent_drop
 
     # ---- losses ---------------------------------------------------------------------------
-    def _terms(self, x, generator, train: bool) -> dict:
-        """Per-sequence terms (B,) in nats: L_x, latent diffusion term, prior KL, latent MSE, ‖y_0‖²."""
+    def _terms(self, batch: Batch, generator, train: bool) -> dict:
+        """L_x per token (B, L) and per-sequence terms (B,) in nats: latent diffusion term, prior KL,
+        latent MSE, ‖y_0‖², and `keep` (1 where the latent was not dropped)."""
         raise NotImplementedError
 
-    def forward(self, x, generator=None) -> LossOutput:
-        o = self.options
-        T = self._terms(x, generator, train=True)
-        keep = T["keep"]
+    def loss_terms(self, batch, generator=None):
+        """w_x L_x + w_y L_y (+ w_l2 ‖y_0‖²), every term per token of the sequence; L_y is the
+        latent's ELBO share (diffusion + prior) or its x0-MSE, paid only where the latent was kept.
+        Stage 1 of two-stage SEQ drops L_y, stage 2 drops L_x."""
+        o, L = self.options, self.seq_len
+        T = self._terms(batch, generator, train=True)
         l_y = (T["diff"] + T["prior"]) if o.latent_loss == "elbo" else T["mse"]
-        w_x, w_y = o.w_x, o.w_y
-        if o.stage == 1:
-            w_y = 0.0
-        elif o.stage == 2:
-            w_x = 0.0
-        loss = w_x * T["x"] + w_y * keep * l_y + o.w_l2 * T["l2"]
-        nll = (T["x"] + T["diff"] + T["prior"]).detach()
-        metrics = {k: float(T[v].detach().mean()) / self.seq_len for k, v in
-                   (("L_x", "x"), ("L_y", "diff"), ("prior", "prior"))}
-        return LossOutput(loss=loss.mean() / self.seq_len, nll=nll, metrics=metrics)
+        w_x = 0.0 if o.stage == 2 else o.w_x
+        w_y = 0.0 if o.stage == 1 else o.w_y
+        terms = {"L_x": Term(T["x"], w_x), "latent": Term(T["keep"] * l_y, w_y, tokens=L),
+                 "L_y": Term(T["diff"], 0.0, tokens=L), "prior": Term(T["prior"], 0.0, tokens=L)}
+        if o.w_l2:
+            terms["l2"] = Term(T["l2"], o.w_l2, tokens=L)
+        return terms, (T["x"].sum(-1) + T["diff"] + T["prior"]).detach()
 
     @torch.no_grad()
-    def nelbo(self, x, generator=None):
-        T = self._terms(x, generator, train=False)
-        return (T["x"] + T["diff"] + T["prior"]).double()
+    def nelbo(self, batch, generator=None):
+        T = self._terms(Batch.of(batch), generator, train=False)
+        return (T["x"].sum(-1) + T["diff"] + T["prior"]).double()
 
     def _start(self, n: int, condition) -> torch.Tensor:
         """(n, L) all masks, fixed tokens of a condition unmasked (SUBS carries them over)."""
@@ -206,14 +206,13 @@ class LDDMFuji(LDDM):
     variant = "fuji"
     SampleOptions = coupled.Options
 
-    def _terms(self, x, generator, train: bool) -> dict:
-        o, P = self.options, self.process
+    def _terms(self, batch, generator, train: bool) -> dict:
+        o, P, x = self.options, self.process, batch.tokens
         B = x.shape[0]
         independent = train and o.independent_times
         t_x, t_y = P.times(B, generator, x.device, o.t_min, o.antithetic, independent)
         z_t = P.mask(x, t_x, generator)  # (B, L)
-        if self.cond_len:  # seq2seq: the source stays clean
-            z_t = torch.where(self.target_mask(x), z_t, x)
+        z_t = batch.clean_outside_target(z_t)  # seq2seq: the source stays clean
         y0 = self.encode(self._encoder_input(x, z_t, generator) if train else x)  # (B, P, dp)
         y_t, _ = P.noise(y0, t_y, generator)
         drop = self._drop(B, generator, x.device) if train else None
@@ -223,8 +222,8 @@ class LDDMFuji(LDDM):
         target = y0 if o.latent_grad else y0.detach()
         diff, prior = P.latent_terms(target, y_hat, t_y, scale)
         keep = torch.ones(B, device=x.device) if drop is None else (~drop).float()
-        return {"x": nelbo_terms(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
-                "mse": (target - y_hat).pow(2).flatten(1).sum(-1), "l2": y0.pow(2).flatten(1).sum(-1), "keep": keep}
+        return {"x": masked_nelbo(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
+                "mse": squared_norm(target - y_hat), "l2": squared_norm(y0), "keep": keep}
 
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
@@ -275,13 +274,12 @@ class LDDMSeq(LDDM):
         """ŷ_0 = g(y_t, t_y): (B, P, dp)."""
         return self.latent_net(None, t_y, inputs_embeds=self.latent_in(y_t))
 
-    def _terms(self, x, generator, train: bool) -> dict:
-        o, P = self.options, self.process
+    def _terms(self, batch, generator, train: bool) -> dict:
+        o, P, x = self.options, self.process, batch.tokens
         B, dev = x.shape[0], x.device
         t_x = sample_times(B, generator, dev, o.t_min, o.antithetic)
         z_t = P.mask(x, t_x, generator)  # (B, L)
-        if self.cond_len:  # seq2seq: the source stays clean
-            z_t = torch.where(self.target_mask(x), z_t, x)
+        z_t = batch.clean_outside_target(z_t)  # seq2seq: the source stays clean
         if o.stage == 2:
             with torch.no_grad():
                 y0 = self.encode(x)
@@ -297,9 +295,8 @@ class LDDMSeq(LDDM):
         y_t, _ = P.noise(target, t_y, generator)
         y_hat = self.latent_denoise(y_t, t_y)
         diff, prior = P.latent_terms(target, y_hat, t_y, hi - lo)
-        return {"x": nelbo_terms(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
-                "mse": (target - y_hat).pow(2).flatten(1).sum(-1), "l2": y0.pow(2).flatten(1).sum(-1),
-                "keep": torch.ones(B, device=dev)}
+        return {"x": masked_nelbo(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
+                "mse": squared_norm(target - y_hat), "l2": squared_norm(y0), "keep": torch.ones(B, device=dev)}
 
     @torch.no_grad()
     def sample_latent(self, n: int, cfg, generator=None) -> tuple[torch.Tensor, int]:

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..losses import Term, masked_nelbo
 from ..models.factory import build_network
 from ..parameterizations import subs_log_probs
 from ..processes.masked import q_sample
 from ..samplers import masked
 from ..schedules import MaskSchedule, sample_times
-from ..structs import LossOutput, SampleOutput
+from ..structs import Batch, SampleOutput
 from .base import Method
 
 
@@ -28,18 +29,6 @@ class MDLMOptions:
 
     def __post_init__(self):
         MaskSchedule(self.schedule, self.eps)  # raises ConfigError naming the schedule
-
-
-def nelbo_terms(logp: torch.Tensor, x: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor,
-                schedule: MaskSchedule, mask_id: int) -> torch.Tensor:
-    """(B,) one-sample continuous-time NELBO in nats (MDLM eq. 10):
-    w(t) Σ_{i: z_t^i = m} -log p_θ(x^i | z_t),  w(t) = -α'_t / (1 - α_t).
-
-    logp (B, L, K) SUBS log-probabilities at z_t; x (B, L) clean tokens; t (B,) times.
-    """
-    nll_tok = -logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)  # (B, L)
-    nll_tok = torch.where(z_t == mask_id, nll_tok, torch.zeros_like(nll_tok))
-    return schedule.nelbo_weight(t) * nll_tok.sum(-1)  # (B,)
 
 
 class MDLM(Method):
@@ -60,21 +49,22 @@ class MDLM(Method):
         logits = self.net(z_t, t if self.model_cfg.time_cond else None)  # (B, L, K)
         return subs_log_probs(logits, z_t, self.mask_id)
 
-    def _nelbo_terms(self, x: torch.Tensor, generator) -> torch.Tensor:
-        B = x.shape[0]
-        t = sample_times(B, generator, x.device, self.options.t_min, self.options.antithetic)
+    def _token_nelbo(self, batch: Batch, generator) -> torch.Tensor:
+        """(B, L) per-token one-sample NELBO (losses.masked_nelbo); positions outside the target (a
+        seq2seq source) stay clean, so their terms are zero."""
+        x = batch.tokens
+        t = sample_times(x.shape[0], generator, x.device, self.options.t_min, self.options.antithetic)
         z_t = q_sample(x, t, self.schedule, self.mask_id, generator)  # (B, L)
-        if self.cond_len:  # seq2seq: the source stays clean (its terms are then zero)
-            z_t = torch.where(self.target_mask(x), z_t, x)
-        return nelbo_terms(self.log_probs(z_t, t), x, z_t, t, self.schedule, self.mask_id)
+        z_t = batch.clean_outside_target(z_t)
+        return masked_nelbo(self.log_probs(z_t, t), x, z_t, t, self.schedule, self.mask_id)
 
-    def forward(self, x, generator=None) -> LossOutput:
-        nelbo = self._nelbo_terms(x, generator)  # (B,)
-        return LossOutput(loss=nelbo.mean() / (self.seq_len - self.cond_len), nll=nelbo.detach())
+    def loss_terms(self, batch, generator=None):
+        per_token = self._token_nelbo(batch, generator)  # (B, L)
+        return {"nelbo": Term(per_token, mask=batch.target)}, per_token.sum(-1).detach()
 
     @torch.no_grad()
-    def nelbo(self, x, generator=None):
-        return self._nelbo_terms(x, generator).double()
+    def nelbo(self, batch, generator=None):
+        return self._token_nelbo(Batch.of(batch), generator).sum(-1).double()
 
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:

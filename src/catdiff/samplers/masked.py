@@ -18,7 +18,6 @@ from ..schedules import MaskSchedule
 from .base import Callback, DrawOptions, SampleResult, StepOptions, _chain, _help, draw_categorical
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t (B,L), t (B,)) -> logp (B,L,K)
-KINDS = ("random", "confidence")  # reveal orders: ancestral (the model's law) | greedy by confidence
 
 
 @dataclass
@@ -26,7 +25,7 @@ class Options(StepOptions, DrawOptions):
     """`sample:` section of masked methods (MDLM)."""
 
     order: str = _help("reveal order: random (ancestral) or confidence (most probable draws first, "
-                       "a greedy heuristic)", "random", choices=KINDS)
+                       "a greedy heuristic)", "random", choices=("random", "confidence"))
     cache: bool = _help("reuse p_θ when a step changes no token (no network call)", True)
 
     def __post_init__(self):
@@ -36,7 +35,7 @@ class Options(StepOptions, DrawOptions):
 
 def check_order(order: str) -> None:
     if order not in KINDS:
-        raise ConfigError(f"sample.order must be one of {KINDS}, got {order!r}")
+        raise ConfigError(f"sample.order must be one of {tuple(KINDS)}, got {order!r}")
 
 
 def grid(steps: int, device=None) -> torch.Tensor:
@@ -64,18 +63,30 @@ def confidence_step(z_t: torch.Tensor, x0: torch.Tensor, logp: torch.Tensor, rem
     return torch.where(masked & (rank < n_reveal[:, None]), x0, z_t)
 
 
+def _ancestral_reveal(z, x0, logp, schedule, t, s, last, mask_id, generator, n0):
+    """Each masked token revealed with probability (α_s - α_t)/(1 - α_t) (all at the last step)."""
+    p = torch.ones((), device=z.device) if last else unmask_probability(schedule, t, s)
+    return posterior_step(z, x0, p, mask_id, generator)
+
+
+def _confidence_reveal(z, x0, logp, schedule, t, s, last, mask_id, generator, n0):
+    """The scheduled count n_0 (1 - α_s)/(1 - α_1) left masked, the most confident revealed."""
+    one = torch.ones(1, device=z.device)
+    left = torch.zeros(1, device=z.device) if last else \
+        (1.0 - schedule.alpha(s[None]).double()) / (1.0 - schedule.alpha(one).double())
+    return confidence_step(z, x0, logp, torch.round(n0.double() * left).long(), mask_id)
+
+
+# the reveal orders of the family: ancestral (the model's law) | greedy by confidence
+KINDS = {"random": _ancestral_reveal, "confidence": _confidence_reveal}
+
+
 def reveal_step(z: torch.Tensor, x0: torch.Tensor, logp: torch.Tensor, schedule: MaskSchedule, t: torch.Tensor,
                 s: torch.Tensor, last: bool, mask_id: int, generator: torch.Generator | None, order: str,
                 n0: torch.Tensor) -> torch.Tensor:
     """One token step t -> s of a masked chain started at t = 1 with n0 (B,) masks, in `order`
     (see `sample`); the last step reveals every remaining mask."""
-    if order == "confidence":
-        one = torch.ones(1, device=z.device)
-        left = torch.zeros(1, device=z.device) if last else \
-            (1.0 - schedule.alpha(s[None]).double()) / (1.0 - schedule.alpha(one).double())
-        return confidence_step(z, x0, logp, torch.round(n0.double() * left).long(), mask_id)
-    p = torch.ones((), device=z.device) if last else unmask_probability(schedule, t, s)
-    return posterior_step(z, x0, p, mask_id, generator)
+    return KINDS[order](z, x0, logp, schedule, t, s, last, mask_id, generator, n0)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from catdiff.errors import ConfigError
 from catdiff.methods.mdlm import MDLM, MDLMOptions
 from catdiff.models.joint import JointConfig, JointTransformer
 from catdiff.samplers import coupled, masked
+from catdiff.structs import Batch
 
 K, L = 6, 10
 TINY = ModelConfig(preset="tiny", d_model=32, n_layers=1, n_heads=2)
@@ -75,9 +76,9 @@ def test_with_the_coupling_off_the_bound_is_the_sum_of_the_component_bounds():
     m.net = TokensOnly(mdlm.net)
     m.eval()
     x = data()
-    T = m._terms(x, torch.Generator().manual_seed(7), train=False)
+    T = m._terms(Batch(x), torch.Generator().manual_seed(7), train=False)
     # the token term is MDLM's NELBO with the same draws (times, then masks)
-    ref_x = mdlm._nelbo_terms(x, torch.Generator().manual_seed(7))
+    ref_x = mdlm._token_nelbo(Batch(x), torch.Generator().manual_seed(7))
     torch.testing.assert_close(T["x"], ref_x)
     # the latent term is the Gaussian ELBO of y_0 = E(x) under ŷ_0 = y_t / 2, recomputed by hand
     g = torch.Generator().manual_seed(7)
@@ -87,7 +88,8 @@ def test_with_the_coupling_off_the_bound_is_the_sum_of_the_component_bounds():
     y_t, _ = m.process.noise(y0, t_y, g)
     w = m.process.latent.vlb_weight(t_y) * m.process.in_range(t_x)
     torch.testing.assert_close(T["diff"], 0.5 * w * (y0 - 0.5 * y_t).pow(2).flatten(1).sum(-1))
-    torch.testing.assert_close(m.nelbo(x, torch.Generator().manual_seed(7)).float(), T["x"] + T["diff"] + T["prior"])
+    torch.testing.assert_close(m.nelbo(x, torch.Generator().manual_seed(7)).float(),
+                               T["x"].sum(-1) + T["diff"] + T["prior"])
 
 
 @pytest.mark.parametrize("name", ["lddm-fuji", "lddm-seq"])
@@ -142,7 +144,7 @@ def test_latent_dropout_only_in_training_and_mse_option():
     m = build("lddm-fuji", latent_drop=0.5, latent_loss="mse")
     m.train()
     out = m(data(64), torch.Generator().manual_seed(0))
-    assert torch.isfinite(out.loss) and set(out.metrics) == {"L_x", "L_y", "prior"}
+    assert torch.isfinite(out.loss) and set(out.metrics) == {"L_x", "latent", "L_y", "prior"}
     assert m._drop(64, torch.Generator().manual_seed(0), "cpu").float().mean() > 0.3
     m.eval()
     assert m._drop(64, None, "cpu") is None
