@@ -69,8 +69,9 @@ def draw_samples(method, n: int, cfg, condition: Condition | None = None) -> tup
 
 
 def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
-    """Sample metrics suited to the dataset: exact ones on synthetic data, FD on digits,
-    gen-PPL (if a judge is given) + entropy + distinct-n on everything."""
+    """Sample metrics suited to the dataset: exact ones on synthetic data, FD on digits and on
+    8×8 grey `images` (their levels mapped to the digits' 0..16), gen-PPL (if a judge is given)
+    + entropy + distinct-n on everything."""
     if dataset.kind == "vector":  # continuous data: FD on images, else exact W2 to held-out points
         real = dataset.split("test")
         if hasattr(dataset, "to_tokens"):  # FD to the test split, and to the (8× larger) training split,
@@ -84,6 +85,10 @@ def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
     out = metrics.sample_metrics(samples, dataset)
     if dataset.kind == "image" and dataset.name == "digits":
         out["fd_digits"] = metrics.fd_digits(samples, dataset.split("test"))
+    elif dataset.kind == "image" and getattr(dataset, "fd_digits_applies", False):  # 8×8 grey images
+        real = dataset.split("test")
+        if len(samples) >= 2 and len(real) >= 2:  # a covariance needs two points a side
+            out["fd_digits"] = metrics.fd_digits(dataset.digit_levels(samples), dataset.digit_levels(real))
     if judge is not None:
         out.update(metrics.generative_perplexity(samples, judge))
     return out

@@ -33,6 +33,8 @@ DATASETS: dict[str, str] = {
     "gaussians8": "catdiff.data.continuous:Gaussians8",
     "digits_continuous": "catdiff.data.continuous:ContinuousDigits",
     "digits": "catdiff.data.images:Digits",
+    "tokens": "catdiff.data.arrays:Tokens",
+    "images": "catdiff.data.arrays:Images",
     "text": "catdiff.data.text:TextDataset",
     "hub_text": "catdiff.data.hub:HubTextDataset",
     "seq2seq": "catdiff.data.seq2seq:SyntheticSeq2Seq",

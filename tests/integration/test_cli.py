@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from catdiff import registry
@@ -44,6 +45,12 @@ def test_every_config_loads_and_builds(path, tmp_path):
     if section["name"] == "text":  # shipped text configs point at the dev corpus; build on a stand-in
         (tmp_path / "t.txt").write_text("in the beginning was a small test corpus.\n" * 200)
         section["path"] = str(tmp_path / "t.txt")
+    if section["name"] == "tokens":  # bring-your-own-data configs name a placeholder path
+        (np.arange(4096) % 50).astype(section["dtype"]).tofile(tmp_path / "ids.bin")
+        section["path"] = str(tmp_path / "ids.bin")
+    if section["name"] == "images":
+        np.save(tmp_path / "im.npy", np.random.default_rng(0).random((64, 12, 12)))
+        section["path"] = str(tmp_path / "im.npy")
     ds = build_dataset(section)
     method = build_method(cfg, ds)
     assert method.name == cfg.method["name"]

@@ -1,6 +1,7 @@
 """Scikit-learn's 8×8 digits as 64-token sequences over 17 grey levels, with ASCII and PNG views.
 
-Ships with scikit-learn (no download); it knows nothing of models or diffusion.
+Ships with scikit-learn (no download); it knows nothing of models or diffusion. `save_image_grid`
+writes the PNG grid of samples for every image dataset.
 
 Shapes: B = batch, L = 64 pixels in row-major order, K = 17 grey levels (0 = blank, 16 = ink).
 """
@@ -23,7 +24,7 @@ from catdiff.data.text import (
     stream_start,
 )
 
-__all__ = ["Digits", "GREY_RAMP"]
+__all__ = ["Digits", "GREY_RAMP", "save_image_grid"]
 
 GREY_RAMP = " .:-=+*#%@"  # light → dark; level v ↦ GREY_RAMP[round(v * 9 / 16)]
 _SPLIT_STREAM = 0x5EED  # extra SeedSequence word: the split shuffle never shares a stream
@@ -116,31 +117,46 @@ class Digits(CategoricalDataset):
     def save_grid(x, path: str | Path, nrow: int | None = None, scale: int = 4) -> Path:
         """Write a PNG grid of images (`nrow` per row, default ⌈√B⌉), each pixel `scale`×`scale`.
 
-        Ink is dark on white; 1-pixel grey gutters separate the images. Uses matplotlib's image
-        writer (no figure, no display). Returns the path written.
+        Ink is dark on white; 1-pixel grey gutters separate the images (`save_image_grid`).
         """
-        from matplotlib import image as mpl_image
+        return save_image_grid(Digits.to_images(x).numpy(), path, nrow, scale, cmap="gray_r")
 
-        imgs = Digits.to_images(x).numpy()  # (B, 8, 8)
-        b = imgs.shape[0]
-        if nrow is None:
-            nrow = int(np.ceil(np.sqrt(b)))
-        if isinstance(nrow, bool) or int(nrow) != nrow or nrow < 1:
-            raise ValueError(f"nrow must be an integer >= 1, got {nrow!r}")
-        if isinstance(scale, bool) or int(scale) != scale or scale < 1:
-            raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
-        nrow, scale = int(nrow), int(scale)
-        n_rows = -(-b // nrow)  # rows of the grid
-        cell = 8 * scale + 1
-        grid = np.full((n_rows * cell + 1, nrow * cell + 1), 0.5, dtype=np.float32)
-        big = imgs.repeat(scale, axis=1).repeat(scale, axis=2)  # (B, 8s, 8s)
-        for i in range(b):  # one paste per image (a grid holds tens of images, not a dataset)
-            r, c = divmod(i, nrow)
-            grid[r * cell + 1 : (r + 1) * cell, c * cell + 1 : (c + 1) * cell] = big[i]
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mpl_image.imsave(path, grid, cmap="gray_r", vmin=0.0, vmax=1.0, format="png")
-        return path
+
+def save_image_grid(imgs, path: str | Path, nrow: int | None = None, scale: int = 4,
+                    cmap: str = "gray") -> Path:
+    """Write (B, H, W) grey or (B, H, W, 3) RGB images of values in [0, 1] as one PNG grid.
+
+    `nrow` images per row (default ⌈√B⌉), each pixel `scale`×`scale`, 1-pixel mid-grey gutters;
+    grey images through `cmap` (0 ↦ its low end, 1 ↦ its high end), RGB as they are. Uses
+    matplotlib's image writer (no figure, no display). Returns the path written.
+    """
+    from matplotlib import image as mpl_image
+
+    imgs = np.asarray(imgs, dtype=np.float32)
+    if imgs.ndim != 3 and not (imgs.ndim == 4 and imgs.shape[3] == 3):
+        raise ValueError(f"images must be (B, H, W) or (B, H, W, 3), got shape {imgs.shape}")
+    b, h, w = imgs.shape[:3]
+    if nrow is None:
+        nrow = int(np.ceil(np.sqrt(b)))
+    if isinstance(nrow, bool) or int(nrow) != nrow or nrow < 1:
+        raise ValueError(f"nrow must be an integer >= 1, got {nrow!r}")
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+    nrow, scale = int(nrow), int(scale)
+    n_rows = -(-b // nrow)  # rows of the grid
+    ch, cw = h * scale + 1, w * scale + 1  # a cell: the image and its gutter
+    grid = np.full((n_rows * ch + 1, nrow * cw + 1, *imgs.shape[3:]), 0.5, dtype=np.float32)
+    big = imgs.repeat(scale, axis=1).repeat(scale, axis=2)  # (B, H·s, W·s[, 3])
+    for i in range(b):  # one paste per image (a grid holds tens of images, not a dataset)
+        r, c = divmod(i, nrow)
+        grid[r * ch + 1 : (r + 1) * ch, c * cw + 1 : (c + 1) * cw] = big[i]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if grid.ndim == 2:
+        mpl_image.imsave(path, grid, cmap=cmap, vmin=0.0, vmax=1.0, format="png")
+    else:
+        mpl_image.imsave(path, grid, format="png")
+    return path
 
 
 def _levels(x) -> np.ndarray:
