@@ -61,7 +61,7 @@ def retrain_prior(name: str, args) -> dict:
     """Stage 2 only, from scratch, on the existing run's frozen stage 1 (train_stages with resume:
     a finished stage 1 returns at once)."""
     run = Path(args.runs) / args.dataset / name
-    for stale in ("checkpoint", "metrics.jsonl"):
+    for stale in ("checkpoints", "metrics.jsonl"):
         p = run / stale
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     over = [f"train.out_dir={run}", f"train.max_steps={args.steps}", "train.progress=false",

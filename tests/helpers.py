@@ -43,3 +43,23 @@ class EnumeratedJoint:
         def denoise(z, t):
             return table[(torch.where(z == mask_id, self.K, z) * w).sum(-1)]
         return denoise
+
+
+def folder_state(folder) -> dict:
+    """{relative path: sha256} of every file under `folder`: compare before and after to show
+    that a refused command lost or changed nothing."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(folder)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    """stderr is exactly one `catdiff: error: ...` line (no traceback) containing every needle."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("catdiff: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

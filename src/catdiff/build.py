@@ -46,22 +46,29 @@ def build_method(cfg: Config, dataset):
 
 
 def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
-    """(config, method in eval mode, dataset) of a trained run; EMA weights by default."""
+    """(config, method in eval mode, dataset) of a trained run, from its newest checkpoint that
+    verifies (`checkpoint.load_newest`: hashes, keys and shapes of model and EMA weights; a failed one
+    is named on stderr and the previous one is used). `run_dir` may also be one checkpoint folder,
+    e.g. RUN/checkpoints/best. EMA weights by default."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
-    ckpt = ckpt_io.checkpoint_dir(run_dir)
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir} holds no checkpoint (expected {run_dir}/checkpoint/meta.json)")
-    meta = ckpt_io.read_meta(ckpt)
-    cfg = build_config(meta["config"])
-    cfg.model.compile = False
-    dataset = rebuild_dataset(meta["dataset"])
-    if (dataset.vocab_size, dataset.seq_len) != (meta["vocab_size"], meta["seq_len"]):
-        raise CheckpointError(f"vocabulary mismatch: dataset gives K={dataset.vocab_size}, L={dataset.seq_len}, "
-                              f"checkpoint expects K={meta['vocab_size']}, L={meta['seq_len']}")
     dev = resolve_device(device)
-    method = build_method(cfg, dataset)
-    weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors")
-    ckpt_io.load_weights(method, weights)
-    return cfg, method.to(dev).eval(), dataset
+
+    def read(ckpt: Path, meta: dict):
+        cfg = build_config(meta["config"])
+        cfg.model.compile = False
+        dataset = rebuild_dataset(meta["dataset"])
+        if (dataset.vocab_size, dataset.seq_len) != (meta.get("vocab_size"), meta.get("seq_len")):
+            raise CheckpointError(f"vocabulary mismatch: dataset gives K={dataset.vocab_size}, L={dataset.seq_len}, "
+                                  f"checkpoint expects K={meta.get('vocab_size')}, L={meta.get('seq_len')}")
+        method = build_method(cfg, dataset)
+        expected = method.state_dict()
+        for name in (ckpt_io.MODEL, ckpt_io.EMA):
+            if name in meta["files"]:
+                ckpt_io.check_tensors(ckpt / name, expected)
+        weights = ckpt_io.EMA if use_ema and ckpt_io.EMA in meta["files"] else ckpt_io.MODEL
+        method.load_state_dict(ckpt_io.read_weights(ckpt / weights, expected))
+        return cfg, method.to(dev).eval(), dataset
+
+    return ckpt_io.load_newest(run_dir, read)[1]

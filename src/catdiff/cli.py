@@ -25,7 +25,7 @@ def _cmd_train(args) -> int:
     if args.out_dir is not None:
         overrides.append(f"train.out_dir={args.out_dir}")
     cfg = load_config(args.config, overrides)
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, force=args.force)
     print(json.dumps(summary))
     if summary["status"] == "interrupted":
         print(f"catdiff: interrupted at step {summary['step']}; checkpoint saved in {cfg.train.out_dir}, "
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config, e.g. configs/mdlm/mixture.yaml")
     t.add_argument("overrides", nargs="*", help="overrides like train.max_steps=100 model.preset=small")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in train.out_dir")
+    t.add_argument("--force", action="store_true",
+                   help="start a new run in a non-empty train.out_dir (its catdiff files moved aside, never deleted)")
     t.add_argument("--max-steps", type=int, default=None, help="shortcut for train.max_steps=N")
     t.add_argument("--out-dir", default=None, help="shortcut for train.out_dir=PATH")
     t.set_defaults(func=_cmd_train)

@@ -17,5 +17,9 @@ class DataError(CatdiffError):
     """Missing or unusable data (path, vocabulary, hub access)."""
 
 
+class MissingExtra(CatdiffError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 class TrainingError(CatdiffError):
     """Training cannot go on (e.g. a non-finite loss)."""

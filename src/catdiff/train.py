@@ -1,5 +1,6 @@
 """One readable training loop for every method: AdamW, warm-up + cosine, clipping, EMA, AMP on
-GPU, DDP under torchrun, atomic checkpoints, exact resume, NaN and Ctrl-C handling.
+GPU, DDP under torchrun, atomic verified checkpoints (the last few and the best), exact resume,
+divergence, Ctrl-C and full-disk handling, one process per run folder.
 
 It knows the Method contract (forward → LossOutput) and the dataset contract (train_batch), not
 what any method computes. Resume is exact because batches are a pure function of (seed, step,
@@ -9,21 +10,27 @@ rank), the learning rate is a pure function of step, and every RNG state is chec
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import os
+import shutil
 import signal
+import statistics
 import time
-from contextlib import nullcontext
+from collections import deque
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 
 from . import checkpoint as ckpt_io
+from . import rundir
 from .build import build_dataset, build_method, method_options, rebuild_dataset
 from .config import Config, build_config, save_config
-from .errors import CheckpointError, ConfigError, TrainingError
+from .errors import CatdiffError, CheckpointError, ConfigError, MissingExtra, TrainingError
 from .runtime import resolve_device
 
 # keys that may differ between a run and its resumption (a run directory may be moved or copied:
@@ -31,7 +38,8 @@ from .runtime import resolve_device
 # counts (Stage.steps_key) may change too, like train.max_steps
 RESUMABLE_CHANGES = {"train.max_steps", "train.ckpt_every", "train.log_every", "train.eval_every",
                      "train.progress", "train.max_minutes", "train.budget_clock", "train.device", "train.tensorboard",
-                     "train.eval_batches", "sample", "eval", "train.out_dir", "train.init_from"}
+                     "train.eval_batches", "sample", "eval", "train.out_dir", "train.init_from",
+                     "train.keep_checkpoints", "train.divergence_factor", "train.divergence_window"}
 
 
 def lr_at(step: int, cfg) -> float:
@@ -65,6 +73,13 @@ def flat_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def config_changes(saved: dict, cfg: Config) -> list[str]:
+    """The keys in which `cfg` differs from a run's saved config, beyond those a resumption may change."""
+    free = RESUMABLE_CHANGES | {f"method.{s.steps_key}" for s in method_stages(cfg) if s.steps_key}
+    return [k for k in flat_diff(saved, cfg.to_dict())
+            if k not in free and k.split(".")[0] not in free and ".".join(k.split(".")[:2]) not in free]
+
+
 class _Interrupt:
     """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is never torn."""
 
@@ -90,39 +105,67 @@ class _Interrupt:
             signal.signal(sig, h)
 
 
+def _distributed(tc) -> tuple[int, int, torch.device]:
+    """(world size, rank, device): under torchrun the process group is started once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(tc.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return world, rank, device
+
+
+def _write_failure(e: OSError) -> str:
+    return "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+
+
+def truncate_metrics(path: Path, upto: int | None) -> None:
+    """Keep the rows of metrics.jsonl logged at steps <= `upto` (none if None): on resume, the rows
+    logged after the checkpoint are dropped, since they are logged again. Torn lines go too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if upto is not None and isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= upto:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
 class Trainer:
+    """Trains one run into cfg.train.out_dir. It does not lock the folder: `train` does."""
+
     def __init__(self, cfg: Config, resume: bool = False):
         self.cfg = cfg
         tc = cfg.train
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = resolve_device(tc.device)
-        if self.world > 1:
-            if self.device.type == "cuda":
-                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-                torch.cuda.set_device(self.device)
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.world, self.rank, self.device = _distributed(tc)
         if tc.batch_size % self.world:
             raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by the world size ({self.world})")
         self.run_dir = Path(tc.out_dir)
         self.is_main = self.rank == 0
 
-        existing = ckpt_io.checkpoint_dir(self.run_dir)
-        if existing is not None and not resume:
+        existing = ckpt_io.candidates(self.run_dir)
+        if existing and not resume:
             raise CheckpointError(f"{self.run_dir} already holds a checkpoint: pass --resume to continue it, "
                                   "or choose another train.out_dir")
-        if resume and existing is None:
+        if resume and not existing:
             raise CheckpointError(f"--resume given but {self.run_dir} has no checkpoint")
-        self.meta = ckpt_io.read_meta(existing) if existing else None
-        if self.meta is not None:
-            self._check_compatible(self.meta["config"])
-
-        self.dataset = rebuild_dataset(self.meta["dataset"]) if self.meta else build_dataset(cfg.data)
-        torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        self.method = build_method(cfg, self.dataset).to(self.device)
-        if tc.init_from and existing is None:
-            self._init_from(Path(tc.init_from))
+        self.method, self.meta, state = None, None, None
+        if resume:  # the newest checkpoint that verifies; the run's data and model come from its meta
+            _, state, _ = ckpt_io.load_newest(self.run_dir, self._read_checkpoint)
+        else:
+            self._build(build_dataset(cfg.data))
+            if tc.init_from:
+                self._init_from(Path(tc.init_from))
         if cfg.model.compile:
             from .models.transformer import maybe_compile
             self.method.net = maybe_compile(self.method.net, True)
@@ -135,8 +178,11 @@ class Trainer:
                     if tc.ema > 0 else None)
         self.gen = torch.Generator(device=self.device).manual_seed(tc.seed * 1009 + self.rank)
         self.step = 0
-        if existing is not None:
-            self._load(existing)
+        self.resumed_from: int | None = None
+        self.recent = deque(maxlen=tc.divergence_window)  # the last losses (mean over ranks), for divergence
+        self.best_val, self.last_val = None, (None, None)  # lowest validation bound; (step, record) of the last
+        if state is not None:
+            self._restore(state)
         self.model = self.method
         if self.world > 1:
             ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
@@ -146,45 +192,69 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if tc.amp == "fp16" and self.device.type == "cuda" else None
 
     # ---- state ------------------------------------------------------------------------
+    def _build(self, dataset) -> None:
+        self.dataset = dataset
+        torch.manual_seed(self.cfg.train.seed)  # identical initial weights on every rank
+        self.method = build_method(self.cfg, dataset).to(self.device)
+
     def _check_compatible(self, saved: dict) -> None:
-        free = RESUMABLE_CHANGES | {f"method.{s.steps_key}" for s in method_stages(self.cfg) if s.steps_key}
-        diff = [k for k in flat_diff(saved, self.cfg.to_dict())
-                if k not in free and k.split(".")[0] not in free and ".".join(k.split(".")[:2]) not in free]
+        diff = config_changes(saved, self.cfg)
         if diff:
             raise CheckpointError(f"config key '{diff[0]}' differs from the checkpoint in {self.run_dir}; "
                                   "only train.max_steps and logging keys may change on --resume")
 
+    def _read_checkpoint(self, ckpt: Path, meta: dict) -> dict:
+        """The states of a checkpoint whose files verified, their keys and shapes checked against
+        the model (built from the first such checkpoint); Corrupt sends `load_newest` further back."""
+        if self.method is None:
+            self._check_compatible(meta["config"])
+            self._build(rebuild_dataset(meta["dataset"]))
+            self.meta = meta
+        expected = self.method.state_dict()
+        if self.cfg.train.ema > 0 and ckpt_io.EMA not in meta["files"]:
+            raise ckpt_io.Corrupt(f"{ckpt_io.EMA} is missing (the run keeps EMA weights)")
+        ema = ckpt_io.read_weights(ckpt / ckpt_io.EMA, expected, self.device) if self.cfg.train.ema > 0 else None
+        return {"model": ckpt_io.read_weights(ckpt / ckpt_io.MODEL, expected, self.device), "ema": ema,
+                "trainer": ckpt_io.load_trainer_state(ckpt), "step": meta["step"]}
+
     def _init_from(self, run_dir: Path) -> None:
         """Start from another run's weights (its EMA weights when saved): same method and shapes."""
-        ckpt = ckpt_io.checkpoint_dir(run_dir)
-        if ckpt is None:
+        if not ckpt_io.candidates(run_dir):
             raise CheckpointError(f"train.init_from: {run_dir} has no checkpoint")
-        meta = ckpt_io.read_meta(ckpt)
-        if meta["method"] != self.method.name:
-            raise CheckpointError(f"train.init_from: {run_dir} holds a {meta['method']!r} run, "
-                                  f"this run is {self.method.name!r}")
-        ema = ckpt / "ema.safetensors"
-        ckpt_io.load_weights(self.method, ema if ema.is_file() else ckpt / "model.safetensors", self.device)
 
-    def _load(self, ckpt: Path) -> None:
-        ckpt_io.load_weights(self.method, ckpt / "model.safetensors", self.device)
-        st = ckpt_io.load_trainer_state(ckpt)
+        def read(ckpt: Path, meta: dict) -> dict:
+            if meta["method"] != self.method.name:
+                raise CheckpointError(f"train.init_from: {run_dir} holds a {meta['method']!r} run, "
+                                      f"this run is {self.method.name!r}")
+            name = ckpt_io.EMA if ckpt_io.EMA in meta["files"] else ckpt_io.MODEL
+            return ckpt_io.read_weights(ckpt / name, self.method.state_dict(), self.device)
+
+        self.method.load_state_dict(ckpt_io.load_newest(run_dir, read)[1])
+
+    def _restore(self, state: dict) -> None:
+        self.method.load_state_dict(state["model"])
         if self.ema is not None:
-            ema_mod = {k: torch.empty_like(v) for k, v in self.ema.items()}
-            from safetensors.torch import load_file
-            loaded = load_file(str(ckpt / "ema.safetensors"), device=str(self.device))
-            ema_mod.update(loaded)
-            self.ema = ema_mod
+            self.ema = state["ema"]
+        st = state["trainer"]
         self.opt.load_state_dict(st["optimizer"])
-        self.step = int(st["step"])
+        self.step = self.resumed_from = int(st["step"])
+        self.recent.extend(st.get("recent_losses", []))
         torch.set_rng_state(st["rng_cpu"])
         gens = st["rng_gen"]
         if self.rank < len(gens):
             self.gen.set_state(gens[self.rank].to(self.gen.get_state().device))
         if self.device.type == "cuda" and "rng_cuda" in st:
             torch.cuda.set_rng_state(st["rng_cuda"])
+        best = ckpt_io.best_dir(self.run_dir)
+        if best is not None:
+            try:
+                self.best_val = next(iter(ckpt_io.read_meta(best).get("val", {}).values()), None)
+            except ckpt_io.Corrupt:  # a new best replaces it
+                pass
 
-    def save(self) -> None:
+    def save(self, name: str | None = None, val: dict | None = None) -> None:
+        """Checkpoint the current state: checkpoints/step-<step> (the last train.keep_checkpoints
+        kept), or checkpoints/<name> (best, with its validation record)."""
         gens = [self.gen.get_state().cpu()]
         if self.world > 1:  # every rank's noise generator state, gathered on rank 0
             gathered = [None] * self.world
@@ -193,18 +263,39 @@ class Trainer:
         if not self.is_main:
             return
         state = {"optimizer": self.opt.state_dict(), "step": self.step, "rng_cpu": torch.get_rng_state(),
-                 "rng_gen": gens}
+                 "rng_gen": gens, "recent_losses": list(self.recent)}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
         meta = {"config": self.cfg.to_dict(), "dataset": self.dataset.state(), "method": self.method.name,
                 "vocab_size": self.dataset.vocab_size, "seq_len": self.dataset.seq_len}
-        ckpt_io.save_checkpoint(self.run_dir, step=self.step, method=self.method, ema=self.ema,
-                                trainer_state=state, meta=meta)
+        if val is not None:
+            meta["val"] = val
+        with self._writing(f"checkpoint {name or f'step {self.step}'}"):
+            ckpt_io.save_checkpoint(self.run_dir, step=self.step, method=self.method, ema=self.ema,
+                                    trainer_state=state, meta=meta, name=name,
+                                    keep=None if name else self.cfg.train.keep_checkpoints)
+
+    def _kept(self, before: int | None = None) -> str:
+        """Which checkpoint the run keeps (the newest, or the newest before step `before`)."""
+        steps = [d for d in ckpt_io.step_dirs(self.run_dir) if before is None or ckpt_io.step_of(d) < before]
+        if not steps:
+            return "no checkpoint had been saved " + ("yet" if before is None else "before it")
+        which = "the last checkpoint" + ("" if before is None else " before it")
+        return f"{which}, {ckpt_io.label(steps[0])}, is kept in {steps[0]}"
+
+    @contextmanager
+    def _writing(self, what: str):
+        """An OSError while writing run files (a full disk, a folder made read-only) stops the run in one line."""
+        try:
+            yield
+        except OSError as e:
+            raise TrainingError(f"cannot write {what} in {self.run_dir} ({_write_failure(e)}); "
+                                f"stopped at step {self.step}, {self._kept()}") from None
 
     # ---- loop -------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
         if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
+            with self._writing("metrics.jsonl"), open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             if self.tb is not None:
                 for k, v in record.items():
@@ -242,18 +333,67 @@ class Trainer:
             return {"val_loss": tot / max(n, 1)}
         return {"val_bits_per_token": tot / max(n, 1) / self.dataset.seq_len / math.log(2)}
 
+    def _rank0(self, value: float) -> float:
+        """Rank 0's value on every rank, so that every rank takes the same branch."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
+    def _validate_and_log(self) -> dict:
+        """Validate (once per step), log, and checkpoint as `best` when the bound is the lowest so far."""
+        if self.last_val[0] == self.step:
+            return self.last_val[1]
+        val = self.validate()
+        self.last_val = (self.step, val)
+        self._log({"step": self.step, **val})
+        bound = self._rank0(next(iter(val.values())))
+        if math.isfinite(bound) and (self.best_val is None or bound < self.best_val):
+            self.best_val = bound
+            self.save(name=ckpt_io.BEST, val=val)
+        return val
+
+    def _divergence(self, loss: float) -> str | None:
+        """Why `loss` (this step's, mean over ranks) means divergence, or None."""
+        if not math.isfinite(loss):
+            return "non-finite loss"
+        factor = self.cfg.train.divergence_factor
+        median = statistics.median(self.recent) if self.recent else 0.0
+        if factor > 0 and median > 0 and loss > factor * median:  # a loss that can be <= 0 is not compared
+            return f"loss {loss:.4g} above {factor:g} × the running median {median:.4g}"
+        return None
+
+    def _diverged(self, why: str):
+        """Stop: the weights of this step diverged, so a checkpoint of this step (written at the end
+        of the previous one) goes; the newest one before it is kept and named."""
+        if self.is_main:
+            for d in ckpt_io.step_dirs(self.run_dir):
+                if ckpt_io.step_of(d) >= self.step:
+                    shutil.rmtree(d)
+        raise TrainingError(f"{why} at step {self.step}; stopped, {self._kept(before=self.step)}")
+
+    def _mean_over_ranks(self, loss: torch.Tensor) -> float:
+        value = loss.detach().float().reshape(1)
+        if self.world > 1:
+            value = value.clone()
+            dist.all_reduce(value)  # sum; a non-finite loss on any rank makes it non-finite
+            value /= self.world
+        return float(value.item())
+
     def fit(self, until_step: int | None = None) -> dict:
         """Train to train.max_steps; `until_step` pauses earlier (checkpointed, status "paused")
         exactly as an interruption would, so the run can be resumed."""
         tc = self.cfg.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.is_main:
-            save_config(self.cfg, self.run_dir / "config.yaml")
-            (self.run_dir / "dataset.json").write_text(json.dumps(self.dataset.state()))
         self.tb = None
+        with self._writing("the run's files"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.is_main:
+                save_config(self.cfg, self.run_dir / "config.yaml")
+                (self.run_dir / "dataset.json").write_text(json.dumps(self.dataset.state()))
+                truncate_metrics(self.run_dir / "metrics.jsonl", self.resumed_from)
         if tc.tensorboard and self.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+            self.tb = summary_writer()(str(self.run_dir / "tb"))
         local_bs = tc.batch_size // self.world
         from tqdm.auto import tqdm
 
@@ -268,89 +408,186 @@ class Trainer:
             if init:
                 self._log({"step": 0, **init})
         self.method.train()
-        with _Interrupt() as interrupt:
-            while self.step < tc.max_steps:
-                batch = self.dataset.batch(self.dataset.train_batch(self.step, local_bs, self.rank, self.world))
-                batch = batch.to(self.device)
-                lr = lr_at(self.step, tc)
-                for group in self.opt.param_groups:
-                    group["lr"] = lr
-                with self.autocast:
-                    out = self.model(batch, self.gen)
-                loss = out.loss
-                finite = torch.isfinite(loss.detach()).float()
-                if self.world > 1:
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                if finite.item() < 1:
-                    raise TrainingError(f"non-finite loss at step {self.step}; stopped, the last good checkpoint "
-                                        f"(step {last_ckpt_step}) is kept in {self.run_dir}")
-                self.opt.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.unscale_(self.opt)
-                else:
-                    loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), tc.grad_clip or float("inf"))
-                if self.scaler is not None:
-                    self.scaler.step(self.opt)
-                    self.scaler.update()
-                else:
-                    self.opt.step()
-                self._update_ema()
-                self.step += 1
-                tokens += batch.tokens.numel() * self.world
-                bar.update(1)
-                if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                    elapsed = time.time() - t0
-                    rec = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
-                           "tokens_per_s": tokens / max(elapsed, 1e-9), "elapsed_s": elapsed,
-                           "budget_s": clock() - budget_t0}
-                    if out.nll is not None:  # methods whose training loss is not a bound leave it None
-                        rec["bits_per_token"] = float(out.nll.mean()) / self.dataset.seq_len / math.log(2)
-                    rec.update({k: float(v) for k, v in out.metrics.items()})
-                    rec.update(self.method.diagnostics())
-                    self._log(rec)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-                if tc.eval_every and self.step % tc.eval_every == 0:
-                    self._log({"step": self.step, **self.validate()})
-                stop_time = tc.max_minutes > 0 and (clock() - budget_t0) > 60 * tc.max_minutes
-                paused = until_step is not None and self.step >= until_step
-                flag = torch.tensor(float(interrupt.hit or stop_time or paused))
-                if self.world > 1:
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                if self.step % tc.ckpt_every == 0 or flag.item() > 0:
-                    self.save()
-                    last_ckpt_step = self.step
-                if flag.item() > 0:
-                    status = "interrupted" if interrupt.hit else ("time limit" if stop_time else "paused")
-                    break
-        bar.close()
-        if status == "done" and last_ckpt_step != self.step:
-            self.save()
-        summary = {"status": status, "step": self.step, "elapsed_s": time.time() - t0, "budget_s": clock() - budget_t0,
-                   "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
-        if status not in ("interrupted", "paused"):
-            summary.update(self.validate())
-            self._log({"step": self.step, **{k: v for k, v in summary.items() if k.startswith("val")}})
-        if self.tb is not None:
-            self.tb.close()
+        try:
+            with _Interrupt() as interrupt:
+                while self.step < tc.max_steps:
+                    batch = self.dataset.batch(self.dataset.train_batch(self.step, local_bs, self.rank, self.world))
+                    batch = batch.to(self.device)
+                    lr = lr_at(self.step, tc)
+                    for group in self.opt.param_groups:
+                        group["lr"] = lr
+                    with self.autocast:
+                        out = self.model(batch, self.gen)
+                    loss = out.loss
+                    loss_value = self._mean_over_ranks(loss)  # the same on every rank: one decision
+                    why = self._divergence(loss_value)
+                    if why:
+                        self._diverged(why)
+                    self.opt.zero_grad(set_to_none=True)
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                        self.scaler.unscale_(self.opt)
+                    else:
+                        loss.backward()
+                    gnorm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), tc.grad_clip or float("inf"))
+                    # DDP averaged the gradients: the norm is the same on every rank. With fp16 loss
+                    # scaling a non-finite norm only makes the scaler skip the step.
+                    if self.scaler is None and not math.isfinite(float(gnorm)):
+                        self._diverged("non-finite gradient norm")
+                    if self.scaler is not None:
+                        self.scaler.step(self.opt)
+                        self.scaler.update()
+                    else:
+                        self.opt.step()
+                    self._update_ema()
+                    self.recent.append(loss_value)
+                    self.step += 1
+                    tokens += batch.tokens.numel() * self.world
+                    bar.update(1)
+                    if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                        elapsed = time.time() - t0
+                        rec = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
+                               "tokens_per_s": tokens / max(elapsed, 1e-9), "elapsed_s": elapsed,
+                               "budget_s": clock() - budget_t0}
+                        if out.nll is not None:  # methods whose training loss is not a bound leave it None
+                            rec["bits_per_token"] = float(out.nll.mean()) / self.dataset.seq_len / math.log(2)
+                        rec.update({k: float(v) for k, v in out.metrics.items()})
+                        rec.update(self.method.diagnostics())
+                        self._log(rec)
+                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                    if tc.eval_every and self.step % tc.eval_every == 0:
+                        self._validate_and_log()
+                    stop_time = tc.max_minutes > 0 and (clock() - budget_t0) > 60 * tc.max_minutes
+                    paused = until_step is not None and self.step >= until_step
+                    flag = torch.tensor(float(interrupt.hit or stop_time or paused))
+                    if self.world > 1:
+                        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    if self.step % tc.ckpt_every == 0 or flag.item() > 0:
+                        self.save()
+                        last_ckpt_step = self.step
+                    if flag.item() > 0:
+                        status = "interrupted" if interrupt.hit else ("time limit" if stop_time else "paused")
+                        break
+            bar.close()
+            if status == "done" and last_ckpt_step != self.step:
+                self.save()
+            summary = {"status": status, "step": self.step, "elapsed_s": time.time() - t0,
+                       "budget_s": clock() - budget_t0, "tokens_per_s": tokens / max(time.time() - t0, 1e-9)}
+            if status not in ("interrupted", "paused"):
+                summary.update(self._validate_and_log())
+        finally:
+            bar.close()
+            if self.tb is not None:
+                self.tb.close()
         return summary
 
 
-def train(cfg: Config | dict, resume: bool = False) -> dict:
+def summary_writer():
+    """TensorBoard's SummaryWriter class; MissingExtra naming the extra when TensorBoard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MissingExtra("train.tensorboard=true needs TensorBoard: pip install 'catdiff[tb]'") from None
+    return SummaryWriter
+
+
+def train(cfg: Config | dict, resume: bool = False, force: bool = False) -> dict:
     """Train `cfg` (a Config or a raw mapping) and return a summary; see `Trainer`. A method that
-    declares several stages (`Method.stages`) with `method.stage = 0` runs them all: `train_stages`."""
+    declares several stages (`Method.stages`) with `method.stage = 0` runs them all: `train_stages`.
+
+    The run folder (train.out_dir) is locked for the whole run (rundir.RunLock; rank 0 holds it
+    under torchrun) and checked before anything is written in it: a checkpoint there needs `resume`
+    (continue it) or `force`; anything else but a run of this config that never checkpointed (it
+    starts over) needs `force`, which moves catdiff's files of the earlier run into replaced-<time>/
+    and leaves every other file where it is."""
     if isinstance(cfg, dict):
         cfg = build_config(cfg)
-    stages = method_stages(cfg)
-    if len(stages) > 1 and cfg.method.get("stage", 0) == 0:
-        return train_stages(cfg, stages, resume)
-    trainer = Trainer(cfg, resume=resume)
+    if resume and force:
+        raise ConfigError("--resume continues the run in train.out_dir and --force starts a new one there: "
+                          "give one of them")
+    if cfg.train.tensorboard:
+        summary_writer()  # fails before the run folder is created
+    runs = stage_configs(cfg)
+    world, rank, _ = _distributed(cfg.train)
+    lock = rundir.RunLock(cfg.train.out_dir)
+
+    def hold_and_check():
+        lock.acquire()
+        _claim(runs, resume, force)
+
     try:
-        return trainer.fit()
+        _on_rank0(hold_and_check, world, rank)
+        if len(runs) == 1:
+            return Trainer(cfg, resume=resume).fit()
+        return train_stages(runs, resume)
     finally:
-        if trainer.world > 1 and dist.is_initialized():
+        lock.release()
+        if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _on_rank0(fn, world: int, rank: int) -> None:
+    """Run `fn` on rank 0 alone; its CatdiffError is raised on every rank, so all of them stop."""
+    error = None
+    if rank == 0:
+        try:
+            fn()
+        except CatdiffError as e:
+            error = e
+    if world > 1:
+        box = [None if error is None else str(error)]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            error = TrainingError(box[0])
+    if error is not None:
+        raise error
+
+
+def _claim(runs: list[Config], resume: bool, force: bool) -> None:
+    """Check the run folder before anything is written in it (the lock is held); see `train`."""
+    out = Path(runs[-1].train.out_dir)
+    folders = [Path(sc.train.out_dir) for sc in runs]
+    saved = [f for f in folders if ckpt_io.candidates(f)]
+    own, other = rundir.contents(out)
+    if resume:
+        if not saved:
+            raise CheckpointError(f"--resume given but {out} has no checkpoint")
+        return
+    if force:
+        if own:
+            ckpt_io.warn(f"--force: moved the earlier run's files ({', '.join(own)}) to {rundir.set_aside(out, own)}")
+        return
+    if saved:
+        raise CheckpointError(f"{saved[0]} already holds a checkpoint: pass --resume to continue it, --force to start "
+                              f"a new run there (the earlier run's files go to {out}/replaced-<time>/), "
+                              "or choose another train.out_dir")
+    advice = ("choose another train.out_dir, or pass --force to start the run there (catdiff's files of an "
+              "earlier run are moved to replaced-<time>/, no other file is touched)")
+    if other:
+        shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise ConfigError(f"train.out_dir {out} is not empty ({shown}) and is not a catdiff run of this config: "
+                          f"{advice}")
+    for folder, sc in zip(folders, runs, strict=True):
+        why = _other_run(folder, sc, folders)
+        if why:
+            raise ConfigError(f"train.out_dir {out} holds another catdiff run ({why}): {advice}")
+
+
+def _other_run(folder: Path, cfg: Config, folders: list[Path]) -> str | None:
+    """Why the catdiff files in `folder` (a run without checkpoint) are not this run's, or None."""
+    if not [n for n in rundir.contents(folder)[0] if folder / n not in folders]:
+        return None
+    path = folder / "config.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return f"{folder} has catdiff files but no config.yaml"
+    except (OSError, ValueError, yaml.YAMLError):
+        return f"{path} is unreadable"
+    if not isinstance(saved, dict):
+        return f"{path} is not a catdiff config"
+    diff = config_changes(saved, cfg)
+    return f"config key '{diff[0]}' differs in {path}" if diff else None
 
 
 def method_stages(cfg: Config):
@@ -359,26 +596,37 @@ def method_stages(cfg: Config):
     return cls.stages(options)
 
 
-def train_stages(cfg: Config, stages, resume: bool = False) -> dict:
-    """Every stage in order: stage k (method.stage = k) into OUT/stage<k>, the last one into OUT,
-    each initialised from the previous one and trained for its Stage.steps_key option (or
-    train.max_steps). Each stage resumes on its own: with `resume`, a stage whose checkpoint
-    exists continues (a finished one returns at once). Returns the last stage's summary with the
-    earlier ones under "stage<k>"."""
-    out = Path(cfg.train.out_dir)
-    summaries, prev = {}, None
+def stage_configs(cfg: Config) -> list[Config]:
+    """The config of each stage to train: just `cfg`, unless the method declares several stages
+    and method.stage = 0. Then stage k (method.stage = k) trains into OUT/stage<k>, the last one
+    into OUT, each initialised from the previous one and trained for its Stage.steps_key option
+    (or train.max_steps)."""
+    stages = method_stages(cfg)
+    if len(stages) <= 1 or cfg.method.get("stage", 0) != 0:
+        return [cfg]
+    out, configs = Path(cfg.train.out_dir), []
     for k, stage in enumerate(stages, 1):
         sc = copy.deepcopy(cfg)
         sc.method["stage"] = k
         sc.train.out_dir = str(out if k == len(stages) else out / f"stage{k}")
-        if prev is not None:
-            sc.train.init_from = prev
+        if configs:
+            sc.train.init_from = configs[-1].train.out_dir
         if stage.steps_key:
             sc.train.max_steps = cfg.method[stage.steps_key]
-        summary = train(sc, resume=resume and ckpt_io.checkpoint_dir(Path(sc.train.out_dir)) is not None)
-        if summary["status"] in ("interrupted", "paused") or k == len(stages):
+        configs.append(sc)
+    return configs
+
+
+def train_stages(configs: list[Config], resume: bool = False) -> dict:
+    """Every stage of `stage_configs` in order (the caller holds the run folder). Each stage resumes
+    on its own: with `resume`, a stage whose checkpoint exists continues (a finished one returns at
+    once). Returns the last stage's summary with the earlier ones under "stage<k>"."""
+    summaries = {}
+    for k, sc in enumerate(configs, 1):
+        summary = Trainer(sc, resume=resume and bool(ckpt_io.candidates(sc.train.out_dir))).fit()
+        if summary["status"] in ("interrupted", "paused") or k == len(configs):
             return {**summary, **summaries}
-        summaries[f"stage{k}"], prev = summary, sc.train.out_dir
+        summaries[f"stage{k}"] = summary
 
 
-__all__ = ["Trainer", "train", "train_stages", "lr_at"]
+__all__ = ["Trainer", "train", "train_stages", "stage_configs", "lr_at"]

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from catdiff.checkpoint import checkpoint_dir
 from catdiff.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,12 +14,12 @@ def test_two_stage_training_resumes_and_evaluates(tmp_path, capsys):
     run = tmp_path / "dd"
     cfg = str(ROOT / "configs/discodiff/gaussians8.yaml")
     assert main(["train", cfg, *SMALL, "train.max_steps=10", "method.prior_steps=5", f"train.out_dir={run}"]) == 0
-    assert (run / "stage1" / "checkpoint").is_dir() and (run / "checkpoint").is_dir()
+    assert checkpoint_dir(run / "stage1") and checkpoint_dir(run)
     # resume with larger budgets continues both stages
     assert main(["train", cfg, *SMALL, "train.max_steps=15", "method.prior_steps=8", f"train.out_dir={run}",
                  "--resume"]) == 0
-    assert json.loads((run / "checkpoint" / "meta.json").read_text())["step"] == 8
-    assert json.loads((run / "stage1" / "checkpoint" / "meta.json").read_text())["step"] == 15
+    assert json.loads((checkpoint_dir(run) / "meta.json").read_text())["step"] == 8
+    assert json.loads((checkpoint_dir(run / "stage1") / "meta.json").read_text())["step"] == 15
     assert main(["sample", str(run), "--steps", "8", "--num-samples", "3"]) == 0
     assert "nfe=7" in capsys.readouterr().err  # a budget of 8 calls: 4 Heun steps, 7 calls
     assert main(["eval", str(run), "--steps", "4", "--num-samples", "64", "--quiet"]) == 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from catdiff.checkpoint import checkpoint_dir
 from catdiff.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +40,8 @@ def test_seq_two_stage_training_via_init_from(tmp_path, capsys):
     assert main(["train", cfg, *two, "method.stage=2", f"train.init_from={s1}", f"train.out_dir={s2}"]) == 0
     from safetensors.torch import load_file
 
-    a = load_file(str(s1 / "checkpoint" / "ema.safetensors"))
-    b = load_file(str(s2 / "checkpoint" / "model.safetensors"))
+    a = load_file(str(checkpoint_dir(s1) / "ema.safetensors"))
+    b = load_file(str(checkpoint_dir(s2) / "model.safetensors"))
     enc = [k for k in a if k.startswith("encoder.")]
     assert enc and all((a[k] == b[k]).all() for k in enc)  # frozen encoder kept the stage-1 weights
     capsys.readouterr()
@@ -64,6 +65,6 @@ def test_seq_runs_both_stages_from_one_command(tmp_path):
     run = tmp_path / "seq2"
     assert main(["train", str(ROOT / "configs/lddm-seq/mixture.yaml"), *TINY, "method.two_stage=true",
                  "method.stage2_steps=2", f"train.out_dir={run}"]) == 0
-    s1 = json.loads((run / "stage1" / "checkpoint" / "meta.json").read_text())
-    s2 = json.loads((run / "checkpoint" / "meta.json").read_text())
+    s1 = json.loads((checkpoint_dir(run / "stage1") / "meta.json").read_text())
+    s2 = json.loads((checkpoint_dir(run) / "meta.json").read_text())
     assert s1["step"] == 3 and s2["step"] == 2 and s2["config"]["method"]["stage"] == 2

@@ -99,21 +99,24 @@ def test_checkpoint_round_trip_and_seeded_sampling(tmp_path):
 def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path, capsys):
     cfg = cfg_for(tmp_path, "train.max_steps=2")
     train(cfg)
-    ckpt = Path(cfg.train.out_dir) / "checkpoint"
-    weights = ckpt / "ema.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])
+    ckpt = ckpt_io.checkpoint_dir(cfg.train.out_dir)
+    for c in ckpt_io.candidates(cfg.train.out_dir):  # step 2 and best
+        weights = c / "ema.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
     assert main(["sample", cfg.train.out_dir, "--num-samples", "2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("catdiff: error: checkpoint file") and "corrupt" in err and "\n" not in err
+    assert err.startswith("catdiff: error: no checkpoint in") and "ema.safetensors is corrupt" in err
+    assert "\n" not in err
     # weights of another architecture
     other = cfg_for(tmp_path, "train.max_steps=1", "model.d_model=64", name="other")
     train(other)
     _, method, _ = load_run(other.train.out_dir)
     with pytest.raises(CheckpointError, match="shape"):
         ckpt_io.load_weights(method, ckpt / "model.safetensors")
-    (ckpt / "trainer.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="trainer.pt"):
-        train(cfg_for(tmp_path, "train.max_steps=3"), resume=True)
+    for c in ckpt_io.candidates(other.train.out_dir):
+        (c / "trainer.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="trainer.pt is corrupt"):
+        train(cfg_for(tmp_path, "train.max_steps=3", "model.d_model=64", name="other"), resume=True)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -211,5 +214,5 @@ def test_cpu_clock_budget_counts_this_process_only(tmp_path, monkeypatch):
     used = time.process_time() - t0
     assert summary["status"] == "time limit" and summary["step"] > 1
     assert 0.6 <= summary["budget_s"] <= used
-    with pytest.raises(Exception, match="budget_clock must be wall or cpu"):
+    with pytest.raises(Exception, match="budget_clock must be"):
         cfg_for(tmp_path, "train.budget_clock=gpu")

@@ -26,7 +26,7 @@ LAYERS = [
     {"samplers", "data", "metrics", "losses", "oracle", "length"},
     {"methods", "ode_diagnostics"},
     {"config"},
-    {"build", "checkpoint"},
+    {"build", "checkpoint", "rundir"},
     {"train", "evaluate"},
     {"diagnose", "demo"},
     {"cli", "__main__"},
