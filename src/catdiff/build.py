@@ -7,12 +7,13 @@ checkpoint layout; it knows nothing of training loops, sampling, metrics or the 
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from . import checkpoint as ckpt_io
 from . import registry
 from .config import Config, build_config, from_mapping
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 from .runtime import resolve_device
 
 
@@ -27,9 +28,17 @@ def build_dataset(section: dict):
         raise ConfigError(f"data ({name}): {str(e).splitlines()[0]}") from None
 
 
-def rebuild_dataset(state: dict):
-    """The identical dataset from its saved `state()` (vocabulary/tokenizer included)."""
-    return registry.dataset_class(state["name"]).from_state(state)
+def rebuild_dataset(state: dict, allow_changed: bool = False):
+    """The identical dataset from its saved `state()` (vocabulary/tokenizer included); data that no
+    longer fits the saved state (a corpus edited since training) fails in one line, unless
+    `allow_changed` asks a corpus-backed dataset to use its data as it is now."""
+    if allow_changed and "allow_changed" in inspect.signature(registry.dataset_class(state["name"])).parameters:
+        state = {**state, "kwargs": {**state["kwargs"], "allow_changed": True}}
+    try:
+        return registry.dataset_class(state["name"]).from_state(state)
+    except (ValueError, TypeError, KeyError) as e:
+        raise DataError(f"cannot rebuild the run's {state.get('name')!r} data as it was trained: "
+                        f"{str(e).splitlines()[0]} (has the data changed since training?)") from None
 
 
 def method_options(cfg: Config):
@@ -45,7 +54,7 @@ def build_method(cfg: Config, dataset):
     return cls(options, cfg.model, dataset.vocab_size, dataset.seq_len)
 
 
-def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
+def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True, allow_changed_data: bool = False):
     """(config, method in eval mode, dataset) of a trained run, from its newest checkpoint that
     verifies (`checkpoint.load_newest`: hashes, keys and shapes of model and EMA weights; a failed one
     is named on stderr and the previous one is used). `run_dir` may also be one checkpoint folder,
@@ -58,7 +67,7 @@ def load_run(run_dir: str | Path, device: str = "auto", use_ema: bool = True):
     def read(ckpt: Path, meta: dict):
         cfg = build_config(meta["config"])
         cfg.model.compile = False
-        dataset = rebuild_dataset(meta["dataset"])
+        dataset = rebuild_dataset(meta["dataset"], allow_changed_data)
         if (dataset.vocab_size, dataset.seq_len) != (meta.get("vocab_size"), meta.get("seq_len")):
             raise CheckpointError(f"vocabulary mismatch: dataset gives K={dataset.vocab_size}, L={dataset.seq_len}, "
                                   f"checkpoint expects K={meta.get('vocab_size')}, L={meta.get('seq_len')}")

@@ -1,18 +1,33 @@
-"""The `catdiff` command line: train | sample | eval | diagnose | list. Parses arguments and reports errors
-in one line with a non-zero exit; all work is delegated to the library."""
+"""The `catdiff` command line: train | sample | eval | diagnose | list. Parses arguments and reports every
+error in one line on stderr with exit code 2 (a traceback only with CATDIFF_DEBUG=1); all work is
+delegated to the library."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 from .errors import CatdiffError, ConfigError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 130
+
+
+class UsageError(CatdiffError):
+    """A command line argparse refuses (unknown flag, bad value, missing argument)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing its usage block and exiting, so that a
+    bad argument gets the same one-line error as every other mistake."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _cmd_train(args) -> int:
@@ -71,6 +86,36 @@ def _sample_overrides(args, exclude: set[str] = frozenset()) -> dict:
     return {k: getattr(args, k) for k in _sampler_fields() if k not in exclude and hasattr(args, k)}
 
 
+def _cmd_prepare(args) -> int:
+    """Tokenize a text config's corpus into its memory-mapped cache (what `train` does when the
+    cache is missing), with a progress bar; prints the manifest's figures as JSON."""
+    from .config import load_config
+    from .data.corpus import prepare
+
+    cfg = load_config(args.config, list(args.overrides))
+    d = cfg.data
+    if d["name"] == "hub_text":  # every split of a hub corpus (or its local copy) into the cache
+        from .build import build_dataset
+
+        ds = build_dataset(d)
+        print(json.dumps({k: {f: m[f] for f in ("folder", "vocab_size", "n_tokens", "n_docs", "seconds")}
+                          for k, m in ds.manifests.items()}))
+        return 0
+    if d["name"] != "text":
+        raise ConfigError(f"catdiff prepare tokenizes text corpora (data.name=text or hub_text); "
+                          f"{d['name']!r} needs no preparing")
+    corpus = prepare(d["path"], d["tokenizer"], tokenizer_state=d.get("tokenizer_state"), cache_dir=d["token_cache"],
+                     text_field=d["text_field"], max_chars=d["max_chars"], bpe_vocab_size=d["bpe_vocab_size"],
+                     progress=not args.quiet)
+    m = corpus.manifest
+    mb = sum(f["size"] for f in m["source"]["identity"]) / 1e6
+    print(json.dumps({"folder": str(corpus.folder), "vocab_size": m["vocab_size"], "dtype": m["dtype"],
+                      "n_tokens": m["n_tokens"], "n_docs": m["n_docs"], "source_mb": round(mb, 3),
+                      "seconds": round(m["seconds"], 3), "mb_per_s": round(mb / max(m["seconds"], 1e-9), 3),
+                      "tokens_per_s": round(m["n_tokens"] / max(m["seconds"], 1e-9))}))
+    return 0
+
+
 def _cmd_sample(args) -> int:
     from .build import load_run
     from .config import sample_options
@@ -121,10 +166,11 @@ def _condition_from_args(args, dataset, seq_len: int):
         else:
             def encode(seg):
                 return [int(v) for v in seg.split()]
-        if args.prompt is not None:
-            return from_template(list(encode(args.prompt)), seq_len)
-        return template(args.infill, encode, seq_len)
-    except ValueError as e:
+        cond = from_template(list(encode(args.prompt)), seq_len) if args.prompt is not None \
+            else template(args.infill, encode, seq_len)
+        cond.check(seq_len, None if dataset.kind == "vector" else dataset.vocab_size)
+        return cond
+    except (ValueError, KeyError) as e:
         raise ConfigError(f"cannot read the condition: {e}") from None
 
 
@@ -138,7 +184,8 @@ def _cmd_eval(args) -> int:
     overrides = _sample_overrides(args, exclude=EVAL_OWN)
     res = evaluate_run(args.run, steps, args.num_samples, args.seed, args.device, args.judge,
                        progress=not args.quiet, length_beam=args.length_beam, noise_beam=args.noise_beam,
-                       rerank_dir=args.rerank, infill_frac=args.infill_frac, sample_overrides=overrides)
+                       rerank_dir=args.rerank, infill_frac=args.infill_frac, sample_overrides=overrides,
+                       allow_changed_data=args.allow_changed_data)
     print(render(res))
     print(f"wrote {Path(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
     return 0
@@ -178,7 +225,7 @@ EVAL_OWN = {"steps", "num_samples", "seed", "batch_size"}  # eval's own flags of
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="catdiff", description="Diffusion models on categorical data.")
+    p = Parser(prog="catdiff", description="Diffusion models on categorical data.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a YAML config and key=value overrides")
@@ -190,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None, help="shortcut for train.max_steps=N")
     t.add_argument("--out-dir", default=None, help="shortcut for train.out_dir=PATH")
     t.set_defaults(func=_cmd_train)
+
+    pr = sub.add_parser("prepare", help="tokenize a text config's corpus once into its memory-mapped cache")
+    pr.add_argument("config", help="YAML config with data.name=text, e.g. configs/mdlm/kjv.yaml")
+    pr.add_argument("overrides", nargs="*", help="overrides like data.tokenizer=gpt2 data.path=corpus.txt")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run", help="run directory (train.out_dir)")
@@ -215,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixture/hmm: also score infilling with this fraction of positions fixed (exact likelihood)")
     _add_sampler_flags(e, exclude=EVAL_OWN)
     e.add_argument("--device", default="auto")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--allow-changed-data", action="store_true",
+                   help="evaluate on the run's corpus as it is now, even if it changed since training")
     e.set_defaults(func=_cmd_eval)
 
     d = sub.add_parser("diagnose", help="diagnostics (JSON + PNG): embedding collapse of an embedding-diffusion run, "
@@ -232,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may follow options (`train cfg --max-steps 5 model.preset=small`)
@@ -241,17 +296,39 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error("unrecognized arguments: " + " ".join(extra))
+    return args
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr: exit 2 for a user's mistake or an
+    unusable environment (files, disk), 1 for a catdiff bug, 130 when interrupted."""
+    debug = os.environ.get("CATDIFF_DEBUG", "") not in ("", "0")
     try:
+        args = _parse(argv)
         return args.func(args)
-    except CatdiffError as e:
-        print(f"catdiff: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except FileNotFoundError as e:
-        print(f"catdiff: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("catdiff: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (CatdiffError, OSError) as e:
+        if debug:
+            raise
+        if isinstance(e, OSError) and e.strerror:
+            where = f": {e.filename}" if e.filename else ""
+            msg = f"{e.strerror}{where}"
+        else:
+            msg = str(e)
+        print(f"catdiff: error: {_one_line(msg)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as e:  # a bug of ours: one line, the traceback on demand
+        if debug:
+            raise
+        print(f"catdiff: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(CATDIFF_DEBUG=1 shows the traceback; please report it)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -140,11 +142,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -228,9 +232,13 @@ def load_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (a YAML config is UTF-8 text)") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config ({e.strerror})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     base = data.pop("defaults", None)  # `defaults: ../base.yaml` composes files, Hydra-style
@@ -276,24 +284,75 @@ def validate_data_section(section: dict) -> dict:
     return out
 
 
+# every bounded value of the fixed sections: (key, test, what the test asks); floats are finite
+# already (_coerce refuses nan and inf)
+def _at_least(lo):
+    return (lambda v: v is None or v >= lo), f">= {lo}"
+
+
+def _in(lo, hi, closed_hi=False):
+    return (lambda v: lo <= v <= hi if closed_hi else lo <= v < hi), f"in [{lo}, {hi}{']' if closed_hi else ')'}"
+
+
+def _one_of(*choices):
+    return (lambda v: v in choices), "one of " + " | ".join(map(str, choices))
+
+
+RANGES = {
+    "model.d_model": _at_least(1), "model.n_layers": _at_least(1), "model.n_heads": _at_least(1),
+    "model.mlp_ratio": ((lambda v: v > 0), "> 0"), "model.dropout": _in(0.0, 1.0), "model.local_mix": _at_least(0),
+    "train.max_steps": _at_least(1), "train.batch_size": _at_least(1), "train.lr": ((lambda v: v > 0), "> 0"),
+    "train.weight_decay": _at_least(0.0), "train.warmup_steps": _at_least(0),
+    "train.min_lr_ratio": _in(0.0, 1.0, closed_hi=True), "train.grad_clip": _at_least(0.0),
+    "train.ema": _in(0.0, 1.0), "train.seed": _at_least(0), "train.ckpt_every": _at_least(1),
+    "train.log_every": _at_least(1), "train.eval_every": _at_least(0), "train.eval_batches": _at_least(1),
+    "train.amp": _one_of("none", "bf16", "fp16"), "train.max_minutes": _at_least(0.0),
+    "train.budget_clock": _one_of("wall", "cpu"), "train.keep_checkpoints": _at_least(1),
+    "train.divergence_factor": _at_least(0.0), "train.divergence_window": _at_least(1),
+    "eval.nelbo_passes": _at_least(1), "eval.max_examples": _at_least(1), "eval.num_samples": _at_least(1),
+}
+DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every value of the model, train and eval sections within its range (RANGES), and a device
+    name torch knows (whether that device exists here is checked where it is used)."""
+    for key, (test, want) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not test(value):
+            raise ConfigError(f"{key} must be {want}, got {value!r}")
+    if not all(0.0 <= b < 1.0 for b in cfg.train.betas):
+        raise ConfigError(f"train.betas must each be in [0, 1), got {list(cfg.train.betas)}")
+    if not DEVICES.fullmatch(cfg.train.device):
+        raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {cfg.train.device!r}")
+
+
+DATA_PATH_KEYS = ("path", "local_dir", "cache_dir", "token_cache")
+
+
+def resolve_data_paths(section: dict) -> dict:
+    """The data section with its paths absolute (resolved once, against the working directory of
+    the command that trains): a run keeps working when it is used from another folder. A tokenizer
+    given as an existing file or folder is resolved too."""
+    out = dict(section)
+    for k in DATA_PATH_KEYS:
+        if isinstance(out.get(k), str) and out[k]:
+            out[k] = str(Path(out[k]).expanduser().resolve())
+    tok = out.get("tokenizer")
+    if isinstance(tok, str) and tok not in ("char", "bpe") and Path(tok).expanduser().exists():
+        out["tokenizer"] = str(Path(tok).expanduser().resolve())
+    return out
+
+
 def build_config(raw: dict) -> Config:
     """Validate a nested mapping into a Config; method/data sections are checked against their classes."""
     cfg = from_mapping(Config, raw, "")
     cfg.method = validate_method_section(cfg.method)
     cfg.sample = from_mapping(registry.method_class(cfg.method["name"]).SampleOptions, cfg.sample, "sample")
-    cfg.data = validate_data_section(cfg.data)
+    cfg.data = resolve_data_paths(validate_data_section(cfg.data))
     model_size(cfg.model)  # validates the preset name and the sizes
-    if cfg.train.budget_clock not in ("wall", "cpu"):
-        raise ConfigError(f"train.budget_clock must be wall or cpu, got {cfg.train.budget_clock!r}")
-    if cfg.train.amp not in ("none", "bf16", "fp16"):
-        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
-    for key, val in (("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size)):
-        if val < 1:
-            raise ConfigError(f"{key} must be >= 1, got {val}")
-    if cfg.train.lr <= 0:
-        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
-    if not 0.0 <= cfg.train.ema < 1.0:
-        raise ConfigError(f"train.ema must be in [0, 1), got {cfg.train.ema}")
+    check_ranges(cfg)
     if not cfg.train.out_dir:
         cfg.train.out_dir = f"runs/{cfg.method['name']}-{cfg.data['name']}"
     return cfg

@@ -28,7 +28,7 @@ def likelihood(method, dataset, split: str = "test", passes: int = 4, max_exampl
 
     Each example's bound is averaged over `passes` Monte-Carlo draws of (t, mask) first.
     """
-    x_all = dataset.split(split)[:max_examples]
+    x_all = dataset.head(split, max_examples)
     passes = 1 if method.exact_likelihood else passes
     g = torch.Generator(device=method.device).manual_seed(seed)
     acc = metrics.MeanAccumulator()
@@ -182,38 +182,46 @@ def load_judge(run_dir: str | Path, device: str = "auto"):
 def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None = None, seed: int = 0,
                  device: str = "auto", judge_dir: str | None = None, out_name: str = "eval",
                  progress: bool = True, length_beam: int = 0, noise_beam: int = 1,
-                 rerank_dir: str | None = None, infill_frac: float = 0.0, sample_overrides: dict | None = None) -> dict:
+                 rerank_dir: str | None = None, infill_frac: float = 0.0, sample_overrides: dict | None = None,
+                 allow_changed_data: bool = False) -> dict:
     """Likelihood bound and sample metrics of a run → RUN/eval.{json,md}. Seq2seq runs: targets for
     held-out sources; length_beam > 0 decodes length_beam × noise_beam candidates per source
     (a length predictor is fitted once and kept in RUN/length.pt), reranked by the AR run
     `rerank_dir` when given. infill_frac > 0 (mixture, hmm): also infilling with that fraction of
     positions fixed, scored by the exact conditional likelihood (infill_report). `sample_overrides`
-    replaces fields of the run's sampler options (checked against the method's SampleOptions)."""
-    cfg, method, dataset = load_run(run_dir, device)
+    replaces fields of the run's sampler options (checked against the method's SampleOptions).
+    `allow_changed_data` evaluates on a corpus that changed since training (refused otherwise)."""
+    cfg, method, dataset = load_run(run_dir, device, allow_changed_data=allow_changed_data)
     ec = cfg.eval
-    beams = None
-    if length_beam > 0:
-        if dataset.kind != "seq2seq":
-            raise ConfigError("length and noise beams apply to seq2seq runs only")
-        beams = {"length_model": length_predictor(run_dir, dataset, method.device), "length_beam": length_beam,
-                 "noise_beam": noise_beam, "rerank": load_judge(rerank_dir, device) if rerank_dir else None}
-    result = {"run": str(run_dir), "method": method.name, "dataset": dataset.name,
-              "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, seed=seed)}
-    judge = load_judge(judge_dir or ec.judge, device) if (judge_dir or ec.judge) else None
+    # every argument is checked before any work is done
     has_steps = hasattr(cfg.sample, "steps")
     if steps_list and not has_steps:
         raise ConfigError(f"--steps does not apply to {method.name} runs (its sampler has no step budget)")
     steps_list = steps_list or (list(ec.steps) if has_steps else [None])
     scfg = sample_options(cfg, {**(sample_overrides or {}), "seed": seed}, method.name)
-    result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples or ec.num_samples, judge, progress,
-                                   beams)
+    for k in steps_list:
+        with_steps(scfg, k)  # each budget within the sampler's range
+    num_samples = ec.num_samples if num_samples is None else num_samples
+    if num_samples < 1 or length_beam < 0 or noise_beam < 1 or not 0.0 <= infill_frac < 1.0:
+        raise ConfigError("need --num-samples >= 1, --length-beam >= 0, --noise-beam >= 1 and --infill-frac in "
+                          f"[0, 1); got {num_samples}, {length_beam}, {noise_beam}, {infill_frac}")
+    if length_beam > 0 and dataset.kind != "seq2seq":
+        raise ConfigError("length and noise beams apply to seq2seq runs only")
+    if infill_frac > 0 and dataset.name not in ("mixture", "hmm"):
+        raise ConfigError("infilling is scored on datasets with exact conditionals (mixture, hmm)")
+    beams = None
+    if length_beam > 0:
+        beams = {"length_model": length_predictor(run_dir, dataset, method.device), "length_beam": length_beam,
+                 "noise_beam": noise_beam, "rerank": load_judge(rerank_dir, device) if rerank_dir else None}
+    judge = load_judge(judge_dir or ec.judge, device) if (judge_dir or ec.judge) else None
+    result = {"run": str(run_dir), "method": method.name, "dataset": dataset.name,
+              "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, seed=seed)}
+    result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples, judge, progress, beams)
     if beams:
         result["beams"] = {"length_beam": length_beam, "noise_beam": noise_beam, "rerank": rerank_dir}
     if infill_frac > 0:
-        if not hasattr(dataset, "conditionals") or dataset.name not in ("mixture", "hmm"):
-            raise ConfigError("infilling is scored on datasets with exact conditionals (mixture, hmm)")
-        result["infill"] = [infill_report(method, dataset, with_steps(scfg, k), num_samples or ec.num_samples,
-                                          infill_frac, seed) for k in steps_list]
+        result["infill"] = [infill_report(method, dataset, with_steps(scfg, k), num_samples, infill_frac, seed)
+                            for k in steps_list]
     Path(run_dir, f"{out_name}.json").write_text(json.dumps(result, indent=1))
     Path(run_dir, f"{out_name}.md").write_text(render(result))
     return result

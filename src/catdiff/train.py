@@ -319,8 +319,8 @@ class Trainer:
     def validate(self) -> dict:
         """Held-out NELBO on a few validation batches (bits per token), fixed noise seed."""
         self.method.eval()
-        val = self.dataset.split("val")
         bs = self.cfg.train.batch_size
+        val = self.dataset.head("val", self.cfg.train.eval_batches * bs)  # a large corpus is read no further
         g = torch.Generator(device=self.device).manual_seed(12345)
         tot, n = 0.0, 0
         score = self.method.nelbo if self.method.has_likelihood else self.method.validation_loss

@@ -179,9 +179,8 @@ def test_recipe_trains_samples_and_evaluates_on_a_stand_in(method, corpus, stand
     assert np.isfinite(lik["ppl_bound"]) and lik["ppl_bound"] > 1
 
 
-@pytest.mark.xfail(strict=True, reason="catdiff: packing=pad ignores val_frac when the corpus has its own test split "
-                                       "but no validation split (lm1b): the val region is empty, validation reads 0.0")
 def test_lm1b_recipe_validates_on_rows_carved_from_train(stand_ins, tmp_path):
+    """LM1B has train and test only: validation rows are the last train documents (val_frac)."""
     from catdiff.build import build_dataset
     from catdiff.config import load_config
 

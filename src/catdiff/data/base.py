@@ -29,6 +29,11 @@ class CategoricalDataset:
         """(N, L) int64 held-out data; `name` in {"val", "test"}; deterministic."""
         raise NotImplementedError
 
+    def head(self, name: str, n: int | None) -> torch.Tensor:
+        """The first n rows of split `name` (all when n is None); large corpora read only those."""
+        x = self.split(name)
+        return x if n is None else x[:n]
+
     def batch(self, x: torch.Tensor) -> Batch:
         """Rows x (B, L) as the Batch a method trains and is scored on: every position a target."""
         return Batch(x)

@@ -14,13 +14,15 @@ Local layout (any one, checked in this order) accepted by `local_dir=DIR` for sp
 
 from __future__ import annotations
 
-import os
-import socket
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from catdiff.data.text import PackedTextDataset, check_text_args
+from catdiff.data.corpus import SOURCES, Corpus, Source, fingerprint_changed, limit_chars, prepare
+from catdiff.data.text import PackedTextDataset, make_tokenizer, tokenizer_from_state
+from catdiff.data.tokenizers import HUB_HOST, hub_reachable, offline_mode
+from catdiff.errors import DataError, MissingExtra
 
 __all__ = [
     "HUB_DATASETS",
@@ -33,10 +35,9 @@ __all__ = [
 ]
 
 LOCAL_LAYOUT = (
-    "local_dir=DIR holding {train,validation,test}.jsonl (one JSON object per line with a "
+    "data.local_dir=DIR holding {train,validation,test}.jsonl (one JSON object per line with a "
     '"text" field), {split}.parquet, or a datasets save_to_disk folder'
 )
-HUB_HOST, HUB_PORT = "huggingface.co", 443
 
 
 @dataclass(frozen=True)
@@ -70,29 +71,16 @@ HUB_DATASETS: dict[str, HubSpec] = {
 _SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
 
 
-def hub_reachable(host: str = HUB_HOST, port: int = HUB_PORT, timeout: float = 2.0) -> bool:
-    """True when a TCP connection to the hub opens within `timeout` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _offline_mode() -> bool:
-    """True when the user asked `datasets` for cache only (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE)."""
-    return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+class HubUnreachable(DataError, ConnectionError):
+    """The hub was needed but huggingface.co cannot be reached (one-line message with the way out)."""
 
 
 def _import_datasets():
     try:
         import datasets
     except ImportError:
-        raise ImportError(
-            "loading hub corpora needs the Hugging Face `datasets` package: pip install catdiff[hf]"
+        raise MissingExtra(
+            "loading hub corpora needs the Hugging Face `datasets` package: pip install 'catdiff[hf]'"
         ) from None
     return datasets
 
@@ -155,10 +143,10 @@ def iter_hub_documents(
     else:
         if split not in spec.splits:
             raise ValueError(f"{name} on the hub has splits {list(spec.splits)}, not {split!r}")
-        if not _offline_mode() and not hub_reachable():
-            raise ConnectionError(
+        if not offline_mode() and not hub_reachable():
+            raise HubUnreachable(
                 f"cannot reach {HUB_HOST} to download {name!r} ({spec.repo}); "
-                f"offline, pass {LOCAL_LAYOUT}"
+                f"offline, set {LOCAL_LAYOUT}"
             )
         ds = datasets.load_dataset(
             spec.repo,
@@ -217,12 +205,42 @@ def load_hub_text(
     return text if max_chars is None else text[:max_chars]
 
 
+def hub_source(corpus: str, split: str, cache_dir: str | None = None, local_dir: str | None = None,
+               max_chars: int | None = None) -> Source:
+    """Split `split` of hub corpus `corpus` (or of its local copy) as a corpus.Source: one document
+    per row, joined by the corpus's joiner when the tokenizer has no EOS. A local copy is
+    identified by its files' sizes and modification times, the hub by repository and revision."""
+    spec = _spec(corpus)
+    if local_dir is not None:
+        d = Path(local_dir)
+        files = sorted(f for f in d.rglob("*") if f.is_file()) if d.is_dir() else []
+        identity = [{"path": str(f), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files]
+    else:
+        identity = [{"repo": spec.repo, "config": spec.config, "revision": spec.revision}]
+
+    def pieces():
+        docs = iter_hub_documents(corpus, split, cache_dir, local_dir,
+                                  streaming=max_chars is not None and local_dir is None)
+        return limit_chars(enumerate(docs), max_chars)
+
+    return Source({"kind": "hub", "corpus": corpus, "split": split, "cache_dir": cache_dir, "local_dir": local_dir,
+                   "max_chars": max_chars}, identity, pieces, joiner=spec.joiner)
+
+
+SOURCES["hub"] = lambda spec: hub_source(spec["corpus"], spec["split"], spec["cache_dir"], spec["local_dir"],
+                                         spec["max_chars"])
+SPLITS = (("train", "train"), ("val", "validation"), ("test", "test"))
+
+
 class HubTextDataset(PackedTextDataset):
-    """A hub corpus (or its local copy) as packed token blocks, through text.py's packing.
+    """A hub corpus (or its local copy) tokenized once per split into the memory-mapped cache
+    (data/corpus.py) and read as rows by text.py's packing ("wrap" blocks or one padded document
+    per row).
 
     The hub's own validation / test splits are used when the corpus has them; a missing one is
-    carved from the end of the train blocks with `val_frac` / `test_frac` (see PackedTextDataset).
-    `max_chars` caps each split's text. Construction downloads when `local_dir` is None.
+    carved from the end of the train rows with `val_frac` / `test_frac` (see PackedTextDataset).
+    `max_chars` caps each split's text. Construction downloads when `local_dir` is None; a rebuilt
+    run (saved `manifests`) opens its data only when rows are asked for, as TextDataset does.
     """
 
     name = "hub_text"
@@ -241,28 +259,59 @@ class HubTextDataset(PackedTextDataset):
         cache_dir: str | None = None,
         local_dir: str | None = None,
         random_offset: bool = True,
+        packing: str = "wrap",
+        token_cache: str | None = None,
+        manifests: Mapping | None = None,
+        allow_changed: bool = False,
     ):
         spec = _spec(corpus)
-        check_text_args(seq_len, tokenizer, val_frac, test_frac, seed)  # before any download
-        self.corpus = corpus
-        self.max_chars = max_chars
+        self._setup(seq_len, tokenizer, bpe_vocab_size, val_frac, test_frac, seed, random_offset, packing)
+        if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
+            raise ValueError(f"max_chars must be an integer >= 1, got {max_chars!r}")
+        self.corpus, self.max_chars, self.allow_changed = corpus, max_chars, bool(allow_changed)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.local_dir = None if local_dir is None else str(local_dir)
-        texts = {}
-        for ours, theirs in (("train", "train"), ("val", "validation"), ("test", "test")):
-            if theirs == "train" or self._has_split(spec, theirs):
-                texts[ours] = load_hub_text(corpus, theirs, cache_dir, local_dir, max_chars)
-        super().__init__(
-            texts,
-            seq_len=seq_len,
-            tokenizer=tokenizer,
-            bpe_vocab_size=bpe_vocab_size,
-            val_frac=val_frac,
-            test_frac=test_frac,
-            seed=seed,
-            tokenizer_state=tokenizer_state,
-            random_offset=random_offset,
-        )
+        self.token_cache = None if token_cache is None else str(token_cache)
+        if manifests is not None and tokenizer_state is not None:  # a saved run: open the data lazily
+            self.manifests = {k: dict(v) for k, v in manifests.items()}
+            self._set_tokenizer(tokenizer_from_state(tokenizer_state))
+            return
+        sources = {ours: hub_source(corpus, theirs, self.cache_dir, self.local_dir, max_chars)
+                   for ours, theirs in SPLITS if theirs == "train" or self._has_split(spec, theirs)}
+        if tokenizer_state is None:  # fit on every split's text ('char', 'bpe'), or load a standard one
+            pieces = itertools.chain((p for src in sources.values() for _, p in src.pieces()), [spec.joiner])
+            tokenizer_state = make_tokenizer(tokenizer, pieces, bpe_vocab_size).state()
+        corpora = {k: prepare(src, tokenizer_state=tokenizer_state, cache_dir=self.token_cache)
+                   for k, src in sources.items()}
+        self._set_tokenizer(tokenizer_from_state(tokenizer_state))
+        self._attach_corpora(corpora)
+
+    def _attach_corpora(self, corpora: dict) -> None:
+        self.manifests = {k: {**{f: v for f, v in c.manifest.items() if f != "tokenizer"}, "folder": str(c.folder)}
+                          for k, c in corpora.items()}
+        docs = {k: c.docs for k, c in corpora.items()} if self.packing == "pad" else None
+        self._attach({k: c.tokens for k, c in corpora.items()}, docs)
+
+    def _data(self) -> None:
+        """Each split from its prepared cache when it still holds the same tokens, else the
+        source again after its fingerprint is checked (see TextDataset._data)."""
+        if self._attached:
+            return
+        corpora = {}
+        for k, m in self.manifests.items():
+            folder = Path(m.get("folder", ""))
+            if (folder / "manifest.json").is_file():
+                c = Corpus.open(folder)
+                if c.manifest.get("content_hash") == m["content_hash"]:
+                    corpora[k] = c
+                    continue
+            why = fingerprint_changed(m)
+            if why is not None and not self.allow_changed:
+                raise DataError(f"the run's {self.corpus!r} {k} split cannot be used: {why}, and its prepared "
+                                "cache is gone (pass --allow-changed-data to use it as it is now)")
+            corpora[k] = prepare(SOURCES["hub"](m["source"]), tokenizer_state=self.tokenizer.state(),
+                                 cache_dir=self.token_cache)
+        self._attach_corpora(corpora)
 
     def _has_split(self, spec: HubSpec, split: str) -> bool:
         if self.local_dir is None:
@@ -281,4 +330,7 @@ class HubTextDataset(PackedTextDataset):
             "max_chars": self.max_chars,
             "cache_dir": self.cache_dir,
             "local_dir": self.local_dir,
+            "packing": self.packing,
+            "token_cache": self.token_cache,
+            "manifests": self.manifests,
         }

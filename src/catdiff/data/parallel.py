@@ -54,7 +54,7 @@ from catdiff.errors import DataError
 __all__ = ["PAIR_LAYOUT", "PAIR_PRESETS", "HubUnreachableError", "PairSpec", "ParallelTextDataset"]
 
 PAIR_LAYOUT = (
-    "local_dir=DIR holding {train,validation,test}.jsonl (one JSON object per line with a "
+    "data.local_dir=DIR holding {train,validation,test}.jsonl (one JSON object per line with a "
     '"translation" field {"<src_lang>": ..., "<tgt_lang>": ...} or "src"/"tgt" fields), '
     "{split}.parquet, or a datasets save_to_disk folder"
 )
@@ -83,8 +83,7 @@ PAIR_PRESETS: dict[str, PairSpec] = {
 }
 
 
-class HubUnreachableError(DataError, ConnectionError):
-    """A hub preset was asked for while huggingface.co cannot be reached (one-line message)."""
+HubUnreachableError = hub.HubUnreachable  # the name tests and callers of this module use
 
 
 # ---- reading pairs ---------------------------------------------------------------------------
@@ -278,7 +277,7 @@ class ParallelTextDataset(Seq2SeqDataset):
             raise DataError(
                 f"dataset {self.dataset!r} downloads {spec.repo} with the Hugging Face `datasets` package "
                 f"(pip install catdiff[hf]); without it pass {PAIR_LAYOUT}") from None
-        if not hub._offline_mode() and not hub.hub_reachable():
+        if not hub.offline_mode() and not hub.hub_reachable():
             raise HubUnreachableError(
                 f"cannot reach {hub.HUB_HOST} to download {self.dataset!r} ({spec.repo}); offline, pass {PAIR_LAYOUT}")
         return datasets

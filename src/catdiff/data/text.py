@@ -9,14 +9,22 @@ Shapes: B = batch, L = `seq_len`, K = vocabulary size, N = number of blocks in a
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from catdiff.data.base import CategoricalDataset
+from catdiff.data.tokenizers import (  # noqa: F401  (re-exported: the tokenizers' old home)
+    BPETokenizer,
+    CharTokenizer,
+    HFTokenizer,
+    Tokenizer,
+    make_tokenizer,
+    tokenizer_from_state,
+)
+from catdiff.errors import DataError
 
 __all__ = [
     "BPETokenizer",
@@ -90,175 +98,6 @@ def stream_start(step: int, batch_size: int, rank: int, world: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokenizers
-# ---------------------------------------------------------------------------------------------
-
-
-def _as_id_array(ids) -> np.ndarray:
-    if isinstance(ids, torch.Tensor):
-        ids = ids.detach().cpu().numpy()
-    arr = np.asarray(ids)
-    if arr.ndim != 1:
-        raise ValueError(f"ids must be one sequence (1-D), got shape {tuple(arr.shape)}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
-
-
-class CharTokenizer:
-    """One token per Unicode character; id = position in `chars` (sorted when built from text)."""
-
-    kind = "char"
-
-    def __init__(self, chars: Sequence[str]):
-        chars = list(chars)
-        if not chars:
-            raise ValueError("chars must hold at least one character")
-        for c in chars:
-            if not isinstance(c, str) or len(c) != 1:
-                raise ValueError(f"chars must be single characters, got {c!r}")
-        if len(set(chars)) != len(chars):
-            raise ValueError("chars must not contain duplicates")
-        self.chars = chars
-        cps = np.fromiter((ord(c) for c in chars), dtype=np.int64, count=len(chars))
-        self._table = np.full(int(cps.max()) + 1, -1, dtype=np.int32)  # code point -> id
-        self._table[cps] = np.arange(len(chars), dtype=np.int32)
-        self._chars_arr = np.array(chars, dtype=object)
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        if not text:
-            raise ValueError("text is empty: cannot build a character vocabulary")
-        return cls(sorted(set(text)))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def state(self) -> dict:
-        return {"type": "char", "chars": list(self.chars)}
-
-    def encode(self, text: str) -> np.ndarray:
-        """(n,) int32 ids; vectorised through a code-point lookup table."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        inside = cps < self._table.size
-        ids = np.full(cps.shape, -1, dtype=np.int32)
-        ids[inside] = self._table[cps[inside]]
-        bad = np.flatnonzero(ids < 0)
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"character {text[i]!r} (U+{ord(text[i]):04X}) at position {i} is not in the "
-                f"tokenizer vocabulary of {self.vocab_size} characters (vocabulary mismatch)"
-            )
-        return ids
-
-    def decode(self, ids) -> str:
-        arr = _as_id_array(ids)
-        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-            raise ValueError(
-                f"ids must lie in [0, {self.vocab_size}), got {arr.min()}..{arr.max()}"
-            )
-        return "".join(self._chars_arr[arr].tolist())
-
-
-def _chunks(text: str) -> list[str]:
-    """Lines with their endings: the unit BPE encodes (pre-tokenization never crosses them)."""
-    return text.splitlines(keepends=True)
-
-
-class BPETokenizer:
-    """Byte-level BPE trained locally with the `tokenizers` library; no download, no specials.
-
-    Text is encoded line by line (lines keep their endings), so ids never merge across lines and
-    encoding parallelises; decode(encode(s)) == s for any string.
-    """
-
-    kind = "bpe"
-
-    def __init__(self, tokenizer):
-        self._tok = tokenizer
-
-    @classmethod
-    def train(cls, text: str | Iterable[str], vocab_size: int = 1024) -> BPETokenizer:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-        if isinstance(vocab_size, bool) or int(vocab_size) != vocab_size or vocab_size < 257:
-            raise ValueError(f"bpe_vocab_size must be an integer >= 257, got {vocab_size!r}")
-        chunks = _chunks(text) if isinstance(text, str) else text
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=int(vocab_size),
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            special_tokens=[],
-            show_progress=False,
-        )
-        tok.train_from_iterator(chunks, trainer=trainer)
-        return cls(tok)
-
-    @classmethod
-    def from_json(cls, s: str) -> BPETokenizer:
-        from tokenizers import Tokenizer
-
-        return cls(Tokenizer.from_str(s))
-
-    def to_json(self) -> str:
-        return self._tok.to_str()
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
-    def state(self) -> dict:
-        return {"type": "bpe", "json": self.to_json()}
-
-    def encode(self, text: str) -> np.ndarray:
-        """(n,) int32 ids."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
-        chunks = _chunks(text)
-        enc = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
-        encodings = enc(chunks, add_special_tokens=False) if chunks else []
-        ids = itertools.chain.from_iterable(e.ids for e in encodings)
-        return np.fromiter(ids, dtype=np.int32)
-
-    def decode(self, ids) -> str:
-        arr = _as_id_array(ids)
-        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-            raise ValueError(
-                f"ids must lie in [0, {self.vocab_size}), got {arr.min()}..{arr.max()}"
-            )
-        return self._tok.decode(arr.tolist(), skip_special_tokens=False)
-
-
-Tokenizer = CharTokenizer | BPETokenizer
-
-
-def tokenizer_from_state(state: Mapping) -> Tokenizer:
-    """Rebuild a tokenizer from its `state()` (e.g. saved beside a checkpoint)."""
-    if not isinstance(state, Mapping) or "type" not in state:
-        raise ValueError("tokenizer_state must be a dict with a 'type' key ('char' or 'bpe')")
-    if state["type"] == "char":
-        return CharTokenizer(state["chars"])
-    if state["type"] == "bpe":
-        return BPETokenizer.from_json(state["json"])
-    raise ValueError(f"tokenizer_state['type'] must be 'char' or 'bpe', got {state['type']!r}")
-
-
-def make_tokenizer(kind: str, text: str, bpe_vocab_size: int = 1024) -> Tokenizer:
-    """Fit a tokenizer of `kind` ('char' | 'bpe') on `text`."""
-    if kind == "char":
-        return CharTokenizer.from_text(text)
-    if kind == "bpe":
-        return BPETokenizer.train(text, vocab_size=bpe_vocab_size)
-    raise ValueError(f"tokenizer must be 'char' or 'bpe', got {kind!r}")
-
-
-# ---------------------------------------------------------------------------------------------
 # Reading and packing
 # ---------------------------------------------------------------------------------------------
 
@@ -311,8 +150,8 @@ def check_fracs(val_frac: float, test_frac: float) -> None:
 def check_text_args(seq_len, tokenizer, val_frac, test_frac, seed) -> None:
     """Validate the arguments every packed text dataset shares (cheap; before reading data)."""
     _check_pos_int("seq_len", seq_len)
-    if tokenizer not in ("char", "bpe"):
-        raise ValueError(f"tokenizer must be 'char' or 'bpe', got {tokenizer!r}")
+    if not isinstance(tokenizer, str) or not tokenizer:
+        raise ValueError(f"tokenizer must be 'char', 'bpe' or a standard tokenizer's path or name, got {tokenizer!r}")
     check_fracs(val_frac, test_frac)
     check_seed(seed)
 
@@ -328,20 +167,27 @@ def _check_pos_int(name: str, v, minimum: int = 1) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+PACKINGS = ("wrap", "pad")
+
+
 class PackedTextDataset(CategoricalDataset):
-    """Texts → tokenizer → one packed (N, L) block array with contiguous train | val | test regions.
+    """Token streams → fixed-length (L,) rows with contiguous train | val | test regions.
 
-    `texts` maps "train" (required), and optionally "val" / "test", to strings. Each is encoded
-    and packed separately (ragged tails dropped). A held-out split not given is carved from the
-    END of the train blocks: the last `test_frac` of them is test, the `val_frac` before it val.
-    The tokenizer is fit on all the texts (so held-out characters are encodable) unless
-    `tokenizer_state` is given, in which case it is restored (vocabulary of a saved run).
+    `texts` maps "train" (required), and optionally "val" / "test", to strings (subclasses may
+    instead attach token streams, e.g. memory maps, with `_attach`). A held-out split not given is
+    carved from the END of the train rows: the last `test_frac` of them is test, the `val_frac`
+    before it val. The tokenizer is fit on all the texts unless `tokenizer_state` restores a saved
+    one, or `tokenizer` names a standard one (tokenizers.load_pretrained).
 
-    Training batches read length-L windows of the train token stream. Each epoch is a seeded
-    permutation of window indices with a seeded random phase: with `random_offset=True` window j
-    of epoch e starts at token shift_e + j * L, shift_e ~ U{0..L-1} (N_train - 1 windows an epoch,
-    so every window lies inside the train region); with `random_offset=False` windows are the
-    train blocks themselves. Ranks take disjoint slices of the global batch.
+    packing="wrap" (MDLM/SEDD on OpenWebText): rows are length-L blocks of the token stream, and
+    training reads windows of the train stream; each epoch is a seeded permutation of window
+    indices with a seeded random phase: with `random_offset=True` window j of epoch e starts at
+    token shift_e + j * L, shift_e ~ U{0..L-1} (N_train - 1 windows an epoch, every window inside
+    the train region); with `random_offset=False` windows are the train blocks themselves.
+    packing="pad" (one document per row, e.g. LM1B): row d is document d (its separator included)
+    truncated to L and padded with the tokenizer's PAD token, or with an id added after the
+    vocabulary when it has none (`pad_id`); the model learns where a document ends.
+    Ranks take disjoint slices of every global batch.
     """
 
     name = "text"
@@ -359,66 +205,110 @@ class PackedTextDataset(CategoricalDataset):
         tokenizer_state: Mapping | None = None,
         random_offset: bool = True,
     ):
-        check_text_args(seq_len, tokenizer, val_frac, test_frac, seed)
-        self.seq_len, self.seed = int(seq_len), int(seed)
+        self._setup(seq_len, tokenizer, bpe_vocab_size, val_frac, test_frac, seed, random_offset, "wrap")
         unknown = set(texts) - {"train", "val", "test"}
         if "train" not in texts or unknown:
             raise ValueError(
                 f"texts must map 'train' (+ optional 'val', 'test'), got {sorted(texts)}"
             )
-        self.val_frac, self.test_frac = float(val_frac), float(test_frac)
-        self.bpe_vocab_size = bpe_vocab_size
-        self.random_offset = bool(random_offset)
-
         if tokenizer_state is not None:
             tok = tokenizer_from_state(tokenizer_state)
-            if tok.kind != tokenizer:
-                raise ValueError(
-                    f"tokenizer={tokenizer!r} disagrees with tokenizer_state type {tok.kind!r}"
-                )
         else:
             fit_text = "\n".join(texts[k] for k in ("train", "val", "test") if k in texts)
             tok = make_tokenizer(tokenizer, fit_text, bpe_vocab_size)
-        self.tokenizer = tok
-        self.vocab_size = tok.vocab_size
-        dtype = np.uint16 if self.vocab_size <= 1 << 16 else np.int32  # compact storage
+        self._set_tokenizer(tok)
+        self._attach({k: tok.encode(t).astype(self._dtype) for k, t in texts.items()})
 
-        blocks = {
-            k: pack_blocks(tok.encode(t).astype(dtype), self.seq_len) for k, t in texts.items()
-        }
-        n = len(blocks["train"])
-        carve_val = 0 if "val" in texts else self.val_frac
-        carve_test = 0 if "test" in texts else self.test_frac
-        n_train, n_val, n_test = split_counts(n, carve_val, carve_test)
-        if n_train < 1:
+    # ---- construction ---------------------------------------------------------------------
+    def _setup(self, seq_len, tokenizer, bpe_vocab_size, val_frac, test_frac, seed, random_offset, packing):
+        check_text_args(seq_len, tokenizer, val_frac, test_frac, seed)
+        if packing not in PACKINGS:
+            raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
+        self.seq_len, self.seed = int(seq_len), int(seed)
+        self.val_frac, self.test_frac = float(val_frac), float(test_frac)
+        self.bpe_vocab_size = bpe_vocab_size
+        self.random_offset = bool(random_offset)
+        self.packing = packing
+        self._attached = False
+
+    def _set_tokenizer(self, tok: Tokenizer) -> None:
+        self.tokenizer = tok
+        # padding needs a PAD id: the tokenizer's own, else one added after its vocabulary
+        extra_pad = self.packing == "pad" and tok.pad_id is None
+        self.pad_id = (tok.vocab_size if extra_pad else tok.pad_id) if self.packing == "pad" else None
+        self.vocab_size = tok.vocab_size + int(extra_pad)
+        self._dtype = np.uint16 if self.vocab_size <= 1 << 16 else np.int32  # compact storage
+
+    def _attach(self, streams: Mapping[str, np.ndarray], docs: Mapping[str, np.ndarray] | None = None) -> None:
+        """Rows and regions from token streams ("train", optional "val"/"test"; memory maps are
+        only viewed, never copied, when train is the only stream); `docs` maps each stream to its
+        (D + 1,) document offsets, for packing="pad"."""
+        if self.packing == "pad":
+            if docs is None or set(docs) != set(streams):
+                raise ValueError("packing='pad' needs the document offsets of every stream")
+            n_docs = {k: len(v) - 1 for k, v in docs.items()}
+            # a split the source lacks is carved from the last documents of train
+            n_train, n_val, n_test = split_counts(n_docs["train"], 0 if "val" in docs else self.val_frac,
+                                                  0 if "test" in docs else self.test_frac)
+            sizes = [n_train, n_docs.get("val", n_val), n_docs.get("test", n_test)]
+        else:
+            blocks = {k: pack_blocks(v, self.seq_len) for k, v in streams.items()}
+            tr = blocks["train"]
+            n_train, n_val, n_test = split_counts(len(tr), 0 if "val" in blocks else self.val_frac,
+                                                  0 if "test" in blocks else self.test_frac)
+            if len(blocks) == 1:  # one stream: regions are contiguous rows of it (a view)
+                self._blocks, sizes = tr, [n_train, n_val, n_test]
+            else:
+                parts = [tr[:n_train], blocks.get("val", tr[n_train:n_train + n_val]),
+                         blocks.get("test", tr[n_train + n_val:])]
+                sizes = [len(p) for p in parts]
+                self._blocks = np.ascontiguousarray(np.concatenate(parts))  # (N_total, L)
+            self._train_stream = self._blocks[:sizes[0]].reshape(-1)  # train tokens, contiguous
+        if sizes[0] < 1:
             raise ValueError(
-                f"text too short: {n} train blocks of seq_len={self.seq_len} leave none for "
+                f"text too short: {sum(sizes)} rows of seq_len={self.seq_len} leave none for "
                 f"training after val_frac/test_frac; give more text or a smaller seq_len"
             )
-        tr = blocks["train"]
-        parts = [tr[:n_train], blocks.get("val", tr[n_train : n_train + n_val])]
-        parts.append(blocks.get("test", tr[n_train + n_val :]))
-        sizes = [len(p) for p in parts]
-        self._blocks = np.ascontiguousarray(np.concatenate(parts))  # (N_total, L) compact ints
         edges = np.cumsum([0, *sizes])
-        self.regions = {
-            k: (int(edges[i]), int(edges[i + 1])) for i, k in enumerate(("train", "val", "test"))
-        }
-        self._train_stream = self._blocks[: sizes[0]].reshape(-1)  # train tokens, contiguous
-        self.n_windows = sizes[0] - 1 if (self.random_offset and sizes[0] > 1) else sizes[0]
+        self.regions = {k: (int(edges[i]), int(edges[i + 1])) for i, k in enumerate(("train", "val", "test"))}
+        if self.packing == "pad":  # region → (stream, offsets, first global row of that stream)
+            self._pad_src = {k: (streams[k], docs[k], self.regions[k][0]) if k in streams and k != "train"
+                             else (streams["train"], docs["train"], 0) for k in self.regions}
+        windows = self.packing == "wrap" and self.random_offset and sizes[0] > 1
+        self.n_windows = sizes[0] - 1 if windows else sizes[0]
+        self._attached = True
+
+    def _data(self) -> None:
+        """Attach the token streams if not done yet (subclasses that load lazily override)."""
+        if not self._attached:
+            raise RuntimeError("dataset has no token data attached")
 
     # ---- contract -------------------------------------------------------------------------
     def train_batch(
         self, step: int, batch_size: int, rank: int = 0, world: int = 1
     ) -> torch.Tensor:
         check_batch_args(step, batch_size, rank, world)
+        self._data()
         start = stream_start(step, batch_size, rank, world)
         epoch, j = epoch_stream(self.n_windows, self.seed, start, batch_size)
+        if self.packing == "pad":
+            return torch.from_numpy(self._rows("train", j))
         first = j * self.seq_len  # (B,) first token of each window
         if self.random_offset and self.n_windows < self.n_blocks("train"):
             first = first + self._epoch_shifts(epoch)
         idx = first[:, None] + np.arange(self.seq_len)  # (B, L)
         return torch.from_numpy(self._train_stream[idx].astype(np.int64))
+
+    def _rows(self, region: str, rows: np.ndarray) -> np.ndarray:
+        """(B, L) int64 documents `rows` of `region` (packing="pad"), each truncated to L and
+        padded, gathered without a Python loop."""
+        stream, docs, first = self._pad_src[region]
+        local = np.asarray(rows) - first
+        starts, ends = docs[local], docs[local + 1]
+        idx = starts[:, None] + np.arange(self.seq_len)  # (B, L)
+        inside = idx < ends[:, None]
+        vals = stream[np.minimum(idx, len(stream) - 1)].astype(np.int64)
+        return np.where(inside, vals, self.pad_id)
 
     def _epoch_shifts(self, epoch: np.ndarray) -> np.ndarray:
         uniq, inv = np.unique(epoch, return_inverse=True)
@@ -434,8 +324,15 @@ class PackedTextDataset(CategoricalDataset):
         return shifts[inv]
 
     def split(self, name: str) -> torch.Tensor:
-        """(N, L) int64 blocks of region `name` in {"train", "val", "test"}."""
+        """(N, L) int64 rows of region `name` in {"train", "val", "test"}."""
+        return self.head(name, None)
+
+    def head(self, name: str, n: int | None) -> torch.Tensor:
+        """The first n rows of region `name`, read without touching the rest of the corpus."""
         a, b = self._region(name)
+        b = b if n is None else min(b, a + n)
+        if self.packing == "pad":
+            return torch.from_numpy(self._rows(name, np.arange(a, b)))
         return torch.from_numpy(self._blocks[a:b].astype(np.int64))
 
     def n_blocks(self, name: str) -> int:
@@ -443,6 +340,7 @@ class PackedTextDataset(CategoricalDataset):
         return b - a
 
     def _region(self, name: str) -> tuple[int, int]:
+        self._data()
         if name not in self.regions:
             raise ValueError(f"split must be one of {sorted(self.regions)}, got {name!r}")
         return self.regions[name]
@@ -452,7 +350,9 @@ class PackedTextDataset(CategoricalDataset):
         return torch.from_numpy(self.tokenizer.encode(text).astype(np.int64))
 
     def decode(self, x) -> str:
-        return self.tokenizer.decode(x)
+        """Text of one row; ids outside the tokenizer (PAD added by packing, the mask) are skipped."""
+        arr = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x).astype(np.int64)
+        return self.tokenizer.decode(arr[(arr >= 0) & (arr < self.tokenizer.vocab_size)])
 
     @property
     def tokenizer_state(self) -> dict:
@@ -461,7 +361,7 @@ class PackedTextDataset(CategoricalDataset):
     def _kwargs(self) -> dict:
         return {
             "seq_len": self.seq_len,
-            "tokenizer": self.tokenizer.kind,
+            "tokenizer": self.tokenizer.kind if self.tokenizer.kind in ("char", "bpe") else self.tokenizer.name,
             "bpe_vocab_size": self.bpe_vocab_size,
             "val_frac": self.val_frac,
             "test_frac": self.test_frac,
@@ -480,11 +380,18 @@ class PackedTextDataset(CategoricalDataset):
 
 
 class TextDataset(PackedTextDataset):
-    """A local text corpus: `path` is a file or a folder of `*.txt` files (sorted, newline-joined).
+    """A local corpus of any size: `path` is a text file, a folder (its *.txt, *.jsonl and
+    *.parquet files, sorted), or a glob; .jsonl/.parquet rows are documents (`text_field`), a .txt
+    file is one. The corpus is tokenized once into a memory-mapped cache (data/corpus.py; `catdiff
+    prepare` does it ahead of training; `token_cache` overrides $CATDIFF_CACHE) and read window by
+    window, so memory does not grow with
+    its size. Rows, splits and batches as in PackedTextDataset; `max_chars` keeps only the first
+    characters (quick experiments).
 
-    Held-out splits are the contiguous tail of the packed blocks (see PackedTextDataset); windows
-    for training start at random per-epoch offsets unless `random_offset=False`. `max_chars`
-    keeps only the first characters of the text (quick experiments).
+    A run stands on its own: the saved state holds the tokenizer and the prepared corpus's
+    manifest, so a rebuilt dataset decodes and encodes without the corpus, and opens the data only
+    when rows are asked for — from the cache, or from the corpus after its fingerprint is checked.
+    A corpus that changed since training is refused unless `allow_changed` is set.
     """
 
     def __init__(
@@ -499,22 +406,55 @@ class TextDataset(PackedTextDataset):
         tokenizer_state: Mapping | None = None,
         max_chars: int | None = None,
         random_offset: bool = True,
+        packing: str = "wrap",
+        text_field: str = "text",
+        token_cache: str | None = None,
+        manifest: Mapping | None = None,
+        allow_changed: bool = False,
     ):
+        from catdiff.data.corpus import prepare
+
         if max_chars is not None:
             max_chars = _check_pos_int("max_chars", max_chars)
-        self.path = str(path)
-        self.max_chars = max_chars
-        super().__init__(
-            {"train": read_text(path, max_chars)},
-            seq_len=seq_len,
-            tokenizer=tokenizer,
-            bpe_vocab_size=bpe_vocab_size,
-            val_frac=val_frac,
-            test_frac=test_frac,
-            seed=seed,
-            tokenizer_state=tokenizer_state,
-            random_offset=random_offset,
-        )
+        self._setup(seq_len, tokenizer, bpe_vocab_size, val_frac, test_frac, seed, random_offset, packing)
+        self.path = str(Path(path).expanduser().resolve()) if manifest is None else str(path)
+        self.max_chars, self.text_field, self.allow_changed = max_chars, text_field, bool(allow_changed)
+        self.token_cache = None if token_cache is None else str(Path(token_cache).expanduser().resolve())
+        if manifest is not None and tokenizer_state is not None:  # a saved run: open the data lazily
+            self.manifest = dict(manifest)
+            self._set_tokenizer(tokenizer_from_state(tokenizer_state))
+            return
+        corpus = prepare(self.path, tokenizer, tokenizer_state=tokenizer_state, cache_dir=self.token_cache,
+                         text_field=text_field, max_chars=max_chars, bpe_vocab_size=bpe_vocab_size)
+        self._set_tokenizer(corpus.tokenizer)
+        self._attach_corpus(corpus)
+
+    def _attach_corpus(self, corpus) -> None:
+        # the manifest without its tokenizer (saved once, as tokenizer_state) plus where it lies
+        self.manifest = {**{k: v for k, v in corpus.manifest.items() if k != "tokenizer"},
+                         "folder": str(corpus.folder)}
+        self._attach({"train": corpus.tokens}, {"train": corpus.docs} if self.packing == "pad" else None)
+
+    def _data(self) -> None:
+        """Find the run's data: its prepared cache if it still holds the same tokens, else the
+        corpus re-prepared after its fingerprint is checked."""
+        if self._attached:
+            return
+        from catdiff.data.corpus import Corpus, fingerprint_changed, prepare
+
+        folder = Path(self.manifest.get("folder", ""))
+        if (folder / "manifest.json").is_file():
+            corpus = Corpus.open(folder)
+            if corpus.manifest.get("content_hash") == self.manifest["content_hash"]:
+                return self._attach_corpus(corpus)
+        why = fingerprint_changed(self.manifest)
+        if why is not None and not self.allow_changed:
+            raise DataError(f"the run's corpus {self.manifest['source']['path']} cannot be used: {why}, and its "
+                            "prepared cache is gone (pass --allow-changed-data to use the corpus as it is now)")
+        corpus = prepare(self.manifest["source"]["path"], tokenizer_state=self.tokenizer.state(),
+                         cache_dir=self.token_cache, text_field=self.text_field, max_chars=self.max_chars)
+        self._attach_corpus(corpus)
 
     def _kwargs(self) -> dict:
-        return {"path": self.path, **super()._kwargs(), "max_chars": self.max_chars}
+        return {"path": self.path, **super()._kwargs(), "max_chars": self.max_chars, "packing": self.packing,
+                "text_field": self.text_field, "token_cache": self.token_cache, "manifest": self.manifest}

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import MissingExtra
+
 __all__ = ["exact_match", "bleu", "chrf"]
 
 
@@ -57,7 +59,7 @@ def _sacrebleu():
     try:
         import sacrebleu
     except ImportError:
-        raise ImportError("BLEU / chrF need the `sacrebleu` package: pip install sacrebleu") from None
+        raise MissingExtra("BLEU / chrF need the `sacrebleu` package: pip install sacrebleu") from None
     return sacrebleu
 
 

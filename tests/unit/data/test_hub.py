@@ -7,6 +7,7 @@ import torch
 
 from catdiff.data import hub
 from catdiff.data.hub import HUB_DATASETS, HubTextDataset, load_hub_text
+from catdiff.errors import MissingExtra
 
 datasets = pytest.importorskip("datasets")
 
@@ -79,7 +80,7 @@ def test_offline_fails_at_once_naming_the_local_layout(monkeypatch):
 
 def test_missing_datasets_package_says_how_to_install(monkeypatch, local_dirs):
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now raises
-    with pytest.raises(ImportError, match=r"pip install catdiff\[hf\]"):
+    with pytest.raises(MissingExtra, match=r"pip install 'catdiff\[hf\]'"):
         load_hub_text("text8", "train", local_dir=local_dirs["saved"])
 
 

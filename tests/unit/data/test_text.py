@@ -14,6 +14,7 @@ from catdiff.data.text import (
     split_counts,
     tokenizer_from_state,
 )
+from catdiff.errors import DataError
 
 # A few lines written for these tests (no third-party text).
 LINES = [
@@ -130,7 +131,7 @@ def test_text_dataset_from_folder(tmp_path):
     assert ds.n_blocks("val") == ds.n_blocks("test") == 0
 
 
-def test_missing_empty_and_short_inputs(tmp_path):
+def test_missing_empty_and_short_inputs(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere" / "kjv.txt"
     with pytest.raises(FileNotFoundError) as e:
         TextDataset(missing)
@@ -146,7 +147,8 @@ def test_missing_empty_and_short_inputs(tmp_path):
         TextDataset(tmp_path / "short.txt", seq_len=8)
     with pytest.raises(ValueError, match="seq_len"):
         TextDataset(tmp_path / "short.txt", seq_len=0)
-    with pytest.raises(ValueError, match="tokenizer"):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an unknown name is looked up as a hub tokenizer: cache only
+    with pytest.raises(DataError, match="data.tokenizer='word' is not in the local Hugging Face cache"):
         TextDataset(tmp_path / "short.txt", seq_len=2, tokenizer="word")
 
 
