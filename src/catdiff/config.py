@@ -81,6 +81,7 @@ class EvalConfig:
     steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     num_samples: int = 1024
     judge: str = ""  # run dir of an AR judge for gen-PPL (text)
+    batch_size: int = 256  # rows per likelihood batch (OpenWebText on a GPU: 1024 × 50k logits a row)
 
     def __post_init__(self):
         if any(k < 1 for k in self.steps):
@@ -310,6 +311,7 @@ RANGES = {
     "train.budget_clock": _one_of("wall", "cpu"), "train.keep_checkpoints": _at_least(1),
     "train.divergence_factor": _at_least(0.0), "train.divergence_window": _at_least(1),
     "eval.nelbo_passes": _at_least(1), "eval.max_examples": _at_least(1), "eval.num_samples": _at_least(1),
+    "eval.batch_size": _at_least(1),
 }
 DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

@@ -215,7 +215,8 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
                  "noise_beam": noise_beam, "rerank": load_judge(rerank_dir, device) if rerank_dir else None}
     judge = load_judge(judge_dir or ec.judge, device) if (judge_dir or ec.judge) else None
     result = {"run": str(run_dir), "method": method.name, "dataset": dataset.name,
-              "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, seed=seed)}
+              "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, ec.batch_size,
+                                        seed=seed)}
     result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples, judge, progress, beams)
     if beams:
         result["beams"] = {"length_beam": length_beam, "noise_beam": noise_beam, "rerank": rerank_dir}
