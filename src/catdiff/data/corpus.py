@@ -102,7 +102,7 @@ def _text_pieces(f: Path) -> Iterator[str]:
                 block = fh.read(CHUNK_CHARS)
                 if not block:
                     break
-                block, cut = carry + block, None
+                block = carry + block
                 cut = block.rfind("\n") + 1  # whole lines only: BPE never merges across them
                 if cut == 0:
                     carry = block

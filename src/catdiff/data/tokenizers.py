@@ -181,7 +181,8 @@ class HFTokenizer(BPETokenizer):
     kind = "hf"
 
     def __init__(self, tokenizer, name: str = ""):
-        self._tok, self.name = tokenizer, name
+        super().__init__(tokenizer)
+        self.name = name
         vocab = tokenizer.get_vocab(with_added_tokens=True)
         self.eos_id = next((vocab[n] for n in EOS_NAMES if n in vocab), None)
         self.pad_id = next((vocab[n] for n in PAD_NAMES if n in vocab), None)
