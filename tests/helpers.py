@@ -63,3 +63,19 @@ def assert_one_line_error(err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+def train_mixture_runs(base, overrides, names=("mdlm", "difformer", "ar")) -> dict:
+    """{name: run folder} of tiny runs of configs/<name>/mixture.yaml trained under `base` through
+    the CLI (one per sampler family the bad-input tests probe)."""
+    from pathlib import Path
+
+    from catdiff.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    out = {}
+    for name in names:
+        out[name] = Path(base) / name
+        assert main(["train", str(root / f"configs/{name}/mixture.yaml"), *overrides,
+                     f"train.out_dir={out[name]}"]) == 0
+    return out

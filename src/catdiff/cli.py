@@ -82,7 +82,7 @@ def _add_sampler_flags(parser, exclude: set[str]) -> None:
 
 
 def _sample_overrides(args, exclude: set[str] = frozenset()) -> dict:
-    """The sampler flags the user gave (config.sample_options checks that they apply)."""
+    """The sampler flags the user gave (config.override_sample_options checks that they apply)."""
     return {k: getattr(args, k) for k in _sampler_fields() if k not in exclude and hasattr(args, k)}
 
 
@@ -118,12 +118,12 @@ def _cmd_prepare(args) -> int:
 
 def _cmd_sample(args) -> int:
     from .build import load_run
-    from .config import sample_options
+    from .config import override_sample_options
     from .evaluate import draw_samples
 
     overrides = _sample_overrides(args)
     cfg, method, dataset = load_run(args.run, args.device, use_ema=not args.no_ema)
-    sc = sample_options(cfg, overrides, method.name)
+    sc = override_sample_options(cfg, overrides, method.name)
     condition = _condition_from_args(args, dataset, method.seq_len)
     out, sec = draw_samples(method, sc.num_samples, sc, condition)
     x = out.samples

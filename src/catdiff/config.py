@@ -379,7 +379,7 @@ def _plain(obj):
     return obj
 
 
-def sample_options(cfg, overrides: dict, method_name: str = ""):
+def override_sample_options(cfg, overrides: dict, method_name: str = ""):
     """The run's sampler options with `overrides` applied and checked: an option the method's
     sampler does not have fails in one line naming the ones it has."""
     known = {f.name for f in fields(cfg.sample)}

@@ -16,7 +16,7 @@ import torch
 from . import metrics
 from .build import load_run
 from .conditioning import Condition
-from .config import sample_options
+from .config import override_sample_options
 from .errors import CheckpointError, ConfigError
 from .structs import SampleOutput
 
@@ -198,7 +198,7 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
     if steps_list and not has_steps:
         raise ConfigError(f"--steps does not apply to {method.name} runs (its sampler has no step budget)")
     steps_list = steps_list or (list(ec.steps) if has_steps else [None])
-    scfg = sample_options(cfg, {**(sample_overrides or {}), "seed": seed}, method.name)
+    scfg = override_sample_options(cfg, {**(sample_overrides or {}), "seed": seed}, method.name)
     for k in steps_list:
         with_steps(scfg, k)  # each budget within the sampler's range
     num_samples = ec.num_samples if num_samples is None else num_samples

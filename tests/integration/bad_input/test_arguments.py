@@ -5,7 +5,7 @@ and divergence probes live beside this file."""
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, folder_state
+from helpers import assert_one_line_error, folder_state, train_mixture_runs
 
 from catdiff.cli import main
 
@@ -18,10 +18,7 @@ TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "train.batch_
 def runs(tmp_path_factory):
     """Tiny trained runs: masked (mdlm), embedding (difformer), autoregressive (ar), text (mdlm on a corpus)."""
     base = tmp_path_factory.mktemp("runs")
-    out = {}
-    for name in ("mdlm", "difformer", "ar"):
-        out[name] = base / name
-        assert main(["train", str(ROOT / f"configs/{name}/mixture.yaml"), *TINY, f"train.out_dir={out[name]}"]) == 0
+    out = train_mixture_runs(base, TINY)
     corpus = base / "corpus.txt"
     corpus.write_text("in the beginning was the word and the word was with god\n" * 80)
     out["text"] = base / "text"

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import train_mixture_runs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,12 +38,7 @@ ARGS = st.one_of(st.lists(st.one_of(PLAUSIBLE, PLAUSIBLE, RANDOM), max_size=3).m
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("prop")
-    out = {}
-    for name in ("mdlm", "difformer", "ar"):
-        out[name] = base / name
-        assert main(["train", str(ROOT / f"configs/{name}/mixture.yaml"), *TINY, f"train.out_dir={out[name]}"]) == 0
-    return out
+    return train_mixture_runs(tmp_path_factory.mktemp("prop"), TINY)
 
 
 def check(capsys, argv, cwd):
