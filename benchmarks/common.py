@@ -13,7 +13,7 @@ from pathlib import Path
 
 from catdiff.config import load_config
 from catdiff.metrics.report import envelope
-from catdiff.train import train
+from catdiff.trainer import train
 
 
 def start(args) -> dict:

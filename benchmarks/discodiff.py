@@ -41,7 +41,7 @@ from catdiff.diagnose import ode_record, plot_ode  # noqa: E402
 from catdiff.evaluate import draw_samples, likelihood, load_run, step_sweep  # noqa: E402
 from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
 from catdiff.ode_diagnostics import switch_latents  # noqa: E402
-from catdiff.train import train  # noqa: E402
+from catdiff.trainer import train  # noqa: E402
 
 HEUN_STEPS = (3, 4, 5, 10, 25, 50)
 

@@ -24,7 +24,7 @@ from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
 from catdiff.evaluate import draw_samples, likelihood, load_judge, load_run  # noqa: E402
 from catdiff.metrics.report import finish, write_result  # noqa: E402
-from catdiff.train import train  # noqa: E402
+from catdiff.trainer import train  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -176,7 +176,7 @@ def read_meta(ckpt: Path) -> dict:
     return meta
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -214,7 +214,7 @@ def verify(ckpt: Path) -> dict:
         path = ckpt / fname
         if not path.is_file():
             raise Corrupt(f"{fname} is missing")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise Corrupt(f"{fname} is corrupt (its sha256 differs from the one in {META})")
     return meta
 

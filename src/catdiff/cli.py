@@ -1,6 +1,6 @@
-"""The `catdiff` command line: train | sample | eval | diagnose | list. Parses arguments and reports every
-error in one line on stderr with exit code 2 (a traceback only with CATDIFF_DEBUG=1); all work is
-delegated to the library."""
+"""The `catdiff` command line: train | prepare | sample | export | push | eval | diagnose | plot | list.
+Parses arguments and reports every error in one line on stderr with exit code 2 (a traceback only
+with CATDIFF_DEBUG=1); all work is delegated to the library."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class Parser(argparse.ArgumentParser):
 
 def _cmd_train(args) -> int:
     from .config import load_config
-    from .train import train
+    from .trainer import train
 
     overrides = list(args.overrides)
     if args.max_steps is not None:
@@ -117,65 +117,48 @@ def _cmd_prepare(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from .build import load_run
-    from .config import override_sample_options
-    from .evaluate import draw_samples
+    from .pipeline import load
 
-    overrides = _sample_overrides(args)
-    cfg, method, dataset = load_run(args.run, args.device, use_ema=not args.no_ema)
-    sc = override_sample_options(cfg, overrides, method.name)
-    condition = _condition_from_args(args, dataset, method.seq_len)
-    out, sec = draw_samples(method, sc.num_samples, sc, condition)
-    x = out.samples
+    pipe = load(args.run, args.device, use_ema=not args.no_ema)
+    opts = pipe.sample_options(**_sample_overrides(args))
+    out, sec = pipe.draw(opts.num_samples, opts, pipe.condition(args.prompt, args.infill))
+    x, dataset = out.samples, pipe.dataset
     if dataset.kind == "image" or hasattr(dataset, "save_grid"):
-        path = Path(args.out or Path(args.run) / f"samples_steps{getattr(sc, 'steps', 'all')}_seed{sc.seed}.png")
+        name = f"samples_steps{getattr(opts, 'steps', 'all')}_seed{opts.seed}.png"
+        local = Path(args.run)
+        path = Path(args.out) if args.out else (local / name if local.is_dir() else Path(name))
         dataset.save_grid(x, path)
         print(f"wrote {len(x)} samples to {path}")
     else:
-        text = "\n".join(dataset.decode(row) for row in x)
+        text = "\n".join(pipe.decode(x))
         if args.out:
             Path(args.out).write_text(text + "\n")
             print(f"wrote {len(x)} samples to {args.out}")
         else:
             print(text)
-    print(f"steps={getattr(sc, 'steps', None)} nfe={out.nfe} sec/sample={sec:.4g}", file=sys.stderr)
+    print(f"steps={getattr(opts, 'steps', None)} nfe={out.nfe} sec/sample={sec:.4g}", file=sys.stderr)
     return 0
 
 
-def _condition_from_args(args, dataset, seq_len: int):
-    """--prompt (a prefix; for seq2seq runs, the source) or --infill (a template whose '_' are free
-    positions) as a Condition; text datasets encode with their tokenizer, token datasets read
-    space-separated ids, vector datasets numbers."""
-    from .conditioning import Condition, from_template, template
-    from .errors import ConfigError
+def _cmd_export(args) -> int:
+    from .pipeline import export_run
 
-    if args.prompt is None and args.infill is None:
-        return None
-    if args.prompt is not None and args.infill is not None:
-        raise ConfigError("give --prompt or --infill, not both")
-    try:
-        if dataset.kind == "seq2seq":
-            if args.infill is not None:
-                raise ConfigError("a seq2seq run takes its source as --prompt")
-            return Condition.leading(dataset.prompt_canvas(args.prompt)[None], dataset.cond_len)
-        if dataset.kind == "text":
-            encode = dataset.encode
-        elif dataset.kind == "vector":
-            def encode(seg):
-                return [float(v) for v in seg.split()]
-        else:
-            def encode(seg):
-                return [int(v) for v in seg.split()]
-        cond = from_template(list(encode(args.prompt)), seq_len) if args.prompt is not None \
-            else template(args.infill, encode, seq_len)
-        cond.check(seq_len, None if dataset.kind == "vector" else dataset.vocab_size)
-        return cond
-    except (ValueError, KeyError) as e:
-        raise ConfigError(f"cannot read the condition: {e}") from None
+    out = export_run(args.run, args.out, use_ema=not args.no_ema, license=args.license, device=args.device)
+    print(f"exported {args.run} to {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+    return 0
+
+
+def _cmd_push(args) -> int:
+    from .pipeline import push
+
+    url = push(args.run, args.repo_id, private=args.private or None, license=args.license, device=args.device)
+    print(f"pushed {args.run} to {args.repo_id}: {url}")
+    return 0
 
 
 def _cmd_eval(args) -> int:
     from .evaluate import evaluate_run, render
+    from .export import output_dir
 
     try:
         steps = [int(s) for s in args.steps.split(",")] if args.steps else None
@@ -185,26 +168,36 @@ def _cmd_eval(args) -> int:
     res = evaluate_run(args.run, steps, args.num_samples, args.seed, args.device, args.judge,
                        progress=not args.quiet, length_beam=args.length_beam, noise_beam=args.noise_beam,
                        rerank_dir=args.rerank, infill_frac=args.infill_frac, sample_overrides=overrides,
-                       allow_changed_data=args.allow_changed_data)
+                       allow_changed_data=args.allow_changed_data, mauve=args.mauve,
+                       mauve_encoder=args.mauve_encoder)
     print(render(res))
-    print(f"wrote {Path(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
+    print(f"wrote {output_dir(args.run) / 'eval.json'} and eval.md", file=sys.stderr)
     return 0
 
 
 def _cmd_diagnose(args) -> int:
     from .diagnose import diagnose_run
+    from .export import output_dir
 
     res = diagnose_run(args.run, n_t=args.points, max_examples=args.max_examples, seed=args.seed, device=args.device)
     if "curvature" in res:  # EDM / DisCo-Diff
         print(f"{res['method']}: mean curvature {sum(k for _, k in res['curvature']) / len(res['curvature']):.4g}")
         print("E|dG/dx|^2 by sigma: " + "  ".join(f"{s:.3g}:{j:.3g}" for s, j in res["jacobian"]))
-        print(f"wrote {Path(args.run) / 'diagnostics.json'} and diagnostics.png", file=sys.stderr)
+        print(f"wrote {output_dir(args.run) / 'diagnostics.json'} and diagnostics.png", file=sys.stderr)
         return 0
     f = res["final"]
     print(f"{res['method']}: pairwise {f['emb_pairwise']:.4g}  norm {f['emb_norm']:.4g}  rank {f['emb_rank']:.3g}  "
           f"decodable {f['emb_decodable']:.3g}")
     print("CE(t) nats/token: " + "  ".join(f"{t:.2f}:{c:.3f}" for t, c in zip(res["t"], res["ce"], strict=True)))
-    print(f"wrote {Path(args.run) / 'diagnostics.json'} and diagnostics.png", file=sys.stderr)
+    print(f"wrote {output_dir(args.run) / 'diagnostics.json'} and diagnostics.png", file=sys.stderr)
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from .plot import plot_runs
+
+    out = plot_runs(args.runs, args.out, x=args.x)
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -221,11 +214,18 @@ def _cmd_list(args) -> int:
     return 0
 
 
+RUN_HELP = ("a run folder (train.out_dir), one of its checkpoint folders, a folder written by `catdiff export`, "
+            "or a hub model hf://owner/name")
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
 EVAL_OWN = {"steps", "num_samples", "seed", "batch_size"}  # eval's own flags of those names (a list of steps, ...)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="catdiff", description="Diffusion models on categorical data.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                   help="print catdiff's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a YAML config and key=value overrides")
@@ -244,30 +244,57 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_prepare)
 
-    s = sub.add_parser("sample", help="draw samples from a trained run")
-    s.add_argument("run", help="run directory (train.out_dir)")
+    s = sub.add_parser("sample", help="draw samples from a trained run, an exported folder or a hub model")
+    s.add_argument("run", help=RUN_HELP)
     _add_sampler_flags(s, exclude=set())
-    s.add_argument("--no-ema", action="store_true", help="use raw weights instead of the EMA")
+    s.add_argument("--no-ema", action="store_true", help="use raw weights instead of the EMA (runs only)")
     s.add_argument("--prompt", default=None, help="fixed prefix (text, or space-separated token ids); "
                                                   "for seq2seq runs the source")
     s.add_argument("--infill", default=None, help="template with '_' for each free position, e.g. 'The ___ of ___'")
     s.add_argument("--out", default=None, help="output file (text, or PNG for images)")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.set_defaults(func=_cmd_sample)
 
+    x = sub.add_parser("export", help="export a run as a shareable folder: config.json, model.safetensors, "
+                                      "tokenizer, README.md model card")
+    x.add_argument("run", help=RUN_HELP)
+    x.add_argument("out", help="new (or empty) folder to write")
+    x.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    x.add_argument("--license", default="mit", help="license of the weights named in the model card (default: mit)")
+    x.add_argument("--device", default="auto", help=DEVICE_HELP)
+    x.set_defaults(func=_cmd_export)
+
+    u = sub.add_parser("push", help="export a run and upload it to a Hugging Face hub repository (needs the network "
+                                    "and a login: `hf auth login`)")
+    u.add_argument("run", help=RUN_HELP)
+    u.add_argument("repo_id", help="hub repository, e.g. your-name/mdlm-kjv (created if it does not exist)")
+    u.add_argument("--private", action="store_true", help="create the repository as private")
+    u.add_argument("--license", default="mit", help="license of the weights named in the model card (default: mit)")
+    u.add_argument("--device", default="auto", help=DEVICE_HELP)
+    u.set_defaults(func=_cmd_push)
+
     e = sub.add_parser("eval", help="likelihood bound and sample metrics of a trained run")
-    e.add_argument("run")
+    e.add_argument("run", help=RUN_HELP)
     e.add_argument("--steps", default=None, help="comma-separated step counts, e.g. 1,4,16,64")
-    e.add_argument("--num-samples", type=int, default=None)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--judge", default=None, help="run directory of an AR judge for gen-PPL")
+    e.add_argument("--num-samples", type=int, default=None,
+                   help="samples drawn per step count (default: the run's eval.num_samples)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the likelihood's noise draws and of the samples")
+    e.add_argument("--judge", default=None,
+                   help="a catdiff AR run directory, or hf:NAME_OR_PATH for a Hugging Face causal LM "
+                        "(gen-PPL; optional extra catdiff[judge])")
+    e.add_argument("--mauve", action="store_true",
+                   help="text runs: MAUVE between the samples and as many held-out test texts "
+                        "(optional extra catdiff[judge])")
+    e.add_argument("--mauve-encoder", default="hf:gpt2-large",
+                   help="hf:NAME_OR_PATH of the model whose last hidden state at a text's final token is its "
+                        "MAUVE feature (default hf:gpt2-large, as in the MAUVE paper)")
     e.add_argument("--length-beam", type=int, default=0, help="seq2seq: decode this many predicted target lengths")
     e.add_argument("--noise-beam", type=int, default=1, help="seq2seq: draws per length (with --length-beam)")
     e.add_argument("--rerank", default=None, help="seq2seq: AR run that reranks the beam's candidates")
     e.add_argument("--infill-frac", type=float, default=0.0,
                    help="mixture/hmm: also score infilling with this fraction of positions fixed (exact likelihood)")
     _add_sampler_flags(e, exclude=EVAL_OWN)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--allow-changed-data", action="store_true",
                    help="evaluate on the run's corpus as it is now, even if it changed since training")
@@ -275,12 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("diagnose", help="diagnostics (JSON + PNG): embedding collapse of an embedding-diffusion run, "
                                             "ODE curvature/Jacobian/loss(σ) of an EDM or DisCo-Diff run")
-    d.add_argument("run")
+    d.add_argument("run", help=RUN_HELP)
     d.add_argument("--points", type=int, default=21, help="number of t values for CE(t)")
-    d.add_argument("--max-examples", type=int, default=256)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto")
+    d.add_argument("--max-examples", type=int, default=256, help="held-out examples the diagnostics average over")
+    d.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
+    d.add_argument("--device", default="auto", help=DEVICE_HELP)
     d.set_defaults(func=_cmd_diagnose)
+
+    pl = sub.add_parser("plot", help="training curves (loss, validation bits, learning rate, gradient norm, "
+                                     "tokens/s) of one or more runs, overlaid, as an image")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (train.out_dir) holding metrics.jsonl")
+    pl.add_argument("--out", required=True, help="image file to write: .png (or .pdf, .svg)")
+    pl.add_argument("--x", choices=["step", "tokens"], default="step",
+                    help="x axis: optimizer steps (default) or tokens seen")
+    pl.set_defaults(func=_cmd_plot)
 
     ls = sub.add_parser("list", help="list methods, datasets, samplers and presets")
     ls.set_defaults(func=_cmd_list)
@@ -308,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     unusable environment (files, disk), 1 for a catdiff bug, 130 when interrupted."""
     debug = os.environ.get("CATDIFF_DEBUG", "") not in ("", "0")
     try:
-        args = _parse(argv)
+        try:
+            args = _parse(argv)
+        except SystemExit as e:  # argparse's --version action printed the version and exits 0
+            if e.code == 0 and "--version" in (sys.argv[1:] if argv is None else argv):
+                return 0
+            raise
         return args.func(args)
     except KeyboardInterrupt:
         print("catdiff: interrupted", file=sys.stderr)

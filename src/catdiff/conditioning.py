@@ -65,6 +65,23 @@ class Condition:
         """(B, L) bool: the fixed positions that are clean conditions."""
         return torch.zeros_like(self.fixed) if self.clean is None else self.clean & self.fixed
 
+    def fit(self, seq_len: int) -> Condition:
+        """This condition over seq_len positions: a shorter one is padded on the right with free
+        positions (value 0, not fixed, not clean), as the CLI pads a template; one with more
+        positions than seq_len is a ValueError. Returns self when it already fits."""
+        length = self.values.shape[1]
+        if length > seq_len:
+            raise ValueError(f"the condition covers {length} positions, more than the {seq_len} the model generates")
+        if length == seq_len:
+            return self
+        pad = seq_len - length
+
+        def extend(t: torch.Tensor, fill) -> torch.Tensor:
+            return torch.cat([t, t.new_full((t.shape[0], pad), fill)], dim=1)
+
+        clean = None if self.clean is None else extend(self.clean, False)
+        return Condition(extend(self.values, 0), extend(self.fixed, False), clean)
+
     def check(self, seq_len: int, vocab_size: int | None = None) -> None:
         if self.values.shape[1] != seq_len:
             raise ValueError(f"the condition covers {self.values.shape[1]} positions, the model generates {seq_len}")

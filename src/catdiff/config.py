@@ -61,6 +61,7 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 (GPU only; CPU always runs fp32)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     tensorboard: bool = False
+    wandb: str = ""  # a Weights & Biases project: log the run there (rank 0; WANDB_MODE=offline works offline)
     progress: bool = True
     max_minutes: float = 0.0  # >0: stop (and checkpoint) after this wall time
     budget_clock: str = "wall"  # max_minutes counts wall | cpu (this process's CPU time: fair when runs share cores)
@@ -310,6 +311,8 @@ RANGES = {
     "train.amp": _one_of("none", "bf16", "fp16"), "train.max_minutes": _at_least(0.0),
     "train.budget_clock": _one_of("wall", "cpu"), "train.keep_checkpoints": _at_least(1),
     "train.divergence_factor": _at_least(0.0), "train.divergence_window": _at_least(1),
+    "train.wandb": ((lambda v: len(v) <= 128 and not set(v) & set("/\\#?%:")),
+                    "a W&B project name (at most 128 characters, none of / \\ # ? % :) or empty"),
     "eval.nelbo_passes": _at_least(1), "eval.max_examples": _at_least(1), "eval.num_samples": _at_least(1),
     "eval.batch_size": _at_least(1),
 }

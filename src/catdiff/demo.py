@@ -20,7 +20,7 @@ from .build import load_run
 from .config import load_config
 from .evaluate import draw_samples, likelihood
 from .oracle import oracle_samples
-from .train import train
+from .trainer import train
 
 STEPS = (1, 2, 4, 8, 16, 32, 64)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import export
 from .build import load_run
 from .errors import ConfigError
 
@@ -34,8 +35,8 @@ def history(run_dir: str | Path) -> dict:
 def diagnose_run(run_dir: str | Path, n_t: int = 21, max_examples: int = 256, seed: int = 0,
                  device: str = "auto", plot: bool = True) -> dict:
     """Writes RUN/diagnostics.json (+ diagnostics.png) and returns the record."""
-    run_dir = Path(run_dir)
     cfg, method, dataset = load_run(run_dir, device)
+    run_dir = export.output_dir(run_dir)  # results next to the run (a hub model's: ./owner--name)
     if hasattr(method, "ode_denoiser"):
         return diagnose_ode(run_dir, method, dataset, max_examples, seed, plot)
     if not hasattr(method, "ce_curve"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import metrics
+from . import export, judges, metrics
 from .build import load_run
 from .conditioning import Condition
 from .config import override_sample_options
@@ -49,11 +49,12 @@ def likelihood(method, dataset, split: str = "test", passes: int = 4, max_exampl
 
 
 @torch.no_grad()
-def draw_samples(method, n: int, cfg, condition: Condition | None = None) -> tuple[SampleOutput, float]:
-    """n samples in batches of cfg.batch_size from one generator seeded by cfg.seed; returns the
-    samples and the wall time per sample in seconds. `condition`: one row for all samples, or n
-    rows (one per sample, e.g. seq2seq sources)."""
-    g = torch.Generator(device=method.device).manual_seed(cfg.seed)
+def draw_samples(method, n: int, cfg, condition: Condition | None = None,
+                 generator: torch.Generator | None = None) -> tuple[SampleOutput, float]:
+    """n samples in batches of cfg.batch_size from one generator (`generator`, else one seeded by
+    cfg.seed); returns the samples and the wall time per sample in seconds. `condition`: one row
+    for all samples, or n rows (one per sample, e.g. seq2seq sources)."""
+    g = generator if generator is not None else torch.Generator(device=method.device).manual_seed(cfg.seed)
     outs, nfe = [], 0
     t0 = time.perf_counter()
     for i in range(0, n, cfg.batch_size):
@@ -68,10 +69,13 @@ def draw_samples(method, n: int, cfg, condition: Condition | None = None) -> tup
     return SampleOutput(samples=torch.cat(outs), nfe=nfe), dt / n
 
 
-def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
+def sample_report(samples: torch.Tensor, dataset, judge=None, mauve=None) -> dict:
     """Sample metrics suited to the dataset: exact ones on synthetic data, FD on digits and on
     8×8 grey `images` (their levels mapped to the digits' 0..16), gen-PPL (if a judge is given)
-    + entropy + distinct-n on everything."""
+    + entropy + distinct-n on everything. A `judges.HFJudge` scores the samples' text (decoded by
+    the dataset), a catdiff AR judge their tokens; `mauve`: a callable texts -> MAUVE against
+    held-out text. The unigram entropy (bits, over the catdiff tokens) is always reported beside
+    gen-PPL."""
     if dataset.kind == "vector":  # continuous data: FD on images, else exact W2 to held-out points
         real = dataset.split("test")
         if hasattr(dataset, "to_tokens"):  # FD to the test split, and to the (8× larger) training split,
@@ -89,8 +93,16 @@ def sample_report(samples: torch.Tensor, dataset, judge=None) -> dict:
         real = dataset.split("test")
         if len(samples) >= 2 and len(real) >= 2:  # a covariance needs two points a side
             out["fd_digits"] = metrics.fd_digits(dataset.digit_levels(samples), dataset.digit_levels(real))
-    if judge is not None:
+    if isinstance(judge, judges.HFJudge) or mauve is not None:
+        texts = [dataset.decode(row) for row in samples]
+        if isinstance(judge, judges.HFJudge):
+            out.update(judge.score(texts))
+        if mauve is not None:
+            out["mauve"] = mauve(texts)
+    elif judge is not None:
         out.update(metrics.generative_perplexity(samples, judge))
+    if "gen_ppl" in out and "unigram_entropy" not in out:
+        out["unigram_entropy"] = metrics.unigram_entropy(samples, getattr(dataset, "vocab_size", None))
     return out
 
 
@@ -150,9 +162,10 @@ def with_steps(cfg, steps: int | None):
 
 
 def step_sweep(method, dataset, steps_list, cfg, num_samples: int, judge=None,
-               progress: bool = True, beams: dict | None = None) -> list[dict]:
+               progress: bool = True, beams: dict | None = None, mauve=None) -> list[dict]:
     """One row of sample metrics per step count (the few-step curve of DESIGN.md §4); a step count
-    of None samples with `cfg` as it is (methods without a step budget: AR)."""
+    of None samples with `cfg` as it is (methods without a step budget: AR). `judge`, `mauve`: as
+    in `sample_report`."""
     from tqdm.auto import tqdm
 
     rows = []
@@ -162,13 +175,18 @@ def step_sweep(method, dataset, steps_list, cfg, num_samples: int, judge=None,
             continue
         out, sec = draw_samples(method, num_samples, with_steps(cfg, steps))
         row = {"steps": steps, "nfe": out.nfe, "sec_per_sample": sec}
-        row.update(sample_report(out.samples, dataset, judge))
+        row.update(sample_report(out.samples, dataset, judge, mauve))
         rows.append(row)
     return rows
 
 
-def load_judge(run_dir: str | Path, device: str = "auto"):
-    """An AR run as a judge: a callable x (N, L) -> (N,) log p in nats."""
+def load_judge(spec: str | Path, device: str = "auto", progress: bool = False):
+    """A judge for gen-PPL. 'hf:NAME_OR_PATH': a Hugging Face causal LM scoring the samples' text
+    (`judges.HFJudge`; the optional extra catdiff[judge]). Otherwise an AR run directory: a callable
+    x (N, L) -> (N,) log p in nats over catdiff tokens."""
+    if judges.is_hf_spec(spec):
+        return judges.load_causal_lm(str(spec), device, progress=progress)
+    run_dir = spec
     _, judge, _ = load_run(run_dir, device)
     if not hasattr(judge, "log_prob"):
         raise CheckpointError(f"judge run {run_dir} is not an autoregressive model")
@@ -183,15 +201,21 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
                  device: str = "auto", judge_dir: str | None = None, out_name: str = "eval",
                  progress: bool = True, length_beam: int = 0, noise_beam: int = 1,
                  rerank_dir: str | None = None, infill_frac: float = 0.0, sample_overrides: dict | None = None,
-                 allow_changed_data: bool = False) -> dict:
-    """Likelihood bound and sample metrics of a run → RUN/eval.{json,md}. Seq2seq runs: targets for
-    held-out sources; length_beam > 0 decodes length_beam × noise_beam candidates per source
-    (a length predictor is fitted once and kept in RUN/length.pt), reranked by the AR run
-    `rerank_dir` when given. infill_frac > 0 (mixture, hmm): also infilling with that fraction of
-    positions fixed, scored by the exact conditional likelihood (infill_report). `sample_overrides`
-    replaces fields of the run's sampler options (checked against the method's SampleOptions).
-    `allow_changed_data` evaluates on a corpus that changed since training (refused otherwise)."""
+                 allow_changed_data: bool = False, mauve: bool = False,
+                 mauve_encoder: str = "hf:gpt2-large") -> dict:
+    """Likelihood bound and sample metrics of a run → RUN/eval.{json,md} (a hub model's:
+    ./owner--name/). Seq2seq runs: targets for held-out sources; length_beam > 0 decodes
+    length_beam × noise_beam candidates per source (a length predictor is fitted once and kept
+    in RUN/length.pt), reranked by the AR run `rerank_dir` when given. infill_frac > 0 (mixture,
+    hmm): also infilling with that fraction of positions fixed, scored by the exact conditional
+    likelihood (infill_report). `sample_overrides` replaces fields of the run's sampler options
+    (checked against the method's SampleOptions). `allow_changed_data` evaluates on a corpus
+    that changed since training (refused otherwise). A judge 'hf:NAME_OR_PATH' (text runs)
+    scores the decoded samples under a Hugging Face causal LM; `mauve` adds MAUVE between the
+    decoded samples and as many held-out test rows, on the features of `mauve_encoder`
+    (judges.HFEncoder)."""
     cfg, method, dataset = load_run(run_dir, device, allow_changed_data=allow_changed_data)
+    out_dir = export.output_dir(run_dir)  # a hub model's results go to ./owner--name
     ec = cfg.eval
     # every argument is checked before any work is done
     has_steps = hasattr(cfg.sample, "steps")
@@ -209,23 +233,49 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
         raise ConfigError("length and noise beams apply to seq2seq runs only")
     if infill_frac > 0 and dataset.name not in ("mixture", "hmm"):
         raise ConfigError("infilling is scored on datasets with exact conditionals (mixture, hmm)")
+    judge_spec = judge_dir or ec.judge
+    if judges.is_hf_spec(rerank_dir):
+        raise ConfigError(f"--rerank takes a catdiff AR run directory, not {rerank_dir!r}")
+    for flag, used in (("--judge hf:", judges.is_hf_spec(judge_spec)), ("--mauve", mauve)):
+        if used and dataset.kind != "text":
+            raise ConfigError(f"{flag} scores text samples; {dataset.name!r} runs are {dataset.kind}, not text "
+                              "(a catdiff AR run directory can judge them: --judge RUN_DIR)")
+    if mauve and num_samples < judges.MAUVE_MIN_SAMPLES:
+        raise ConfigError(f"--mauve needs --num-samples >= {judges.MAUVE_MIN_SAMPLES}; got {num_samples}")
     beams = None
     if length_beam > 0:
-        beams = {"length_model": length_predictor(run_dir, dataset, method.device), "length_beam": length_beam,
+        beams = {"length_model": length_predictor(out_dir, dataset, method.device), "length_beam": length_beam,
                  "noise_beam": noise_beam, "rerank": load_judge(rerank_dir, device) if rerank_dir else None}
-    judge = load_judge(judge_dir or ec.judge, device) if (judge_dir or ec.judge) else None
+    judge = load_judge(judge_spec, device, progress) if judge_spec else None
+    mauve_fn = mauve_scorer(dataset, num_samples, mauve_encoder, device, progress) if mauve else None
     result = {"run": str(run_dir), "method": method.name, "dataset": dataset.name,
               "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, ec.batch_size,
                                         seed=seed)}
-    result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples, judge, progress, beams)
+    if judge_spec:
+        result["judge"] = str(judge_spec)
+    if mauve:
+        result["mauve_encoder"] = mauve_encoder
+    result["samples"] = step_sweep(method, dataset, steps_list, scfg, num_samples, judge, progress, beams, mauve_fn)
     if beams:
         result["beams"] = {"length_beam": length_beam, "noise_beam": noise_beam, "rerank": rerank_dir}
     if infill_frac > 0:
         result["infill"] = [infill_report(method, dataset, with_steps(scfg, k), num_samples, infill_frac, seed)
                             for k in steps_list]
-    Path(run_dir, f"{out_name}.json").write_text(json.dumps(result, indent=1))
-    Path(run_dir, f"{out_name}.md").write_text(render(result))
+    Path(out_dir, f"{out_name}.json").write_text(json.dumps(result, indent=1))
+    Path(out_dir, f"{out_name}.md").write_text(render(result))
     return result
+
+
+def mauve_scorer(dataset, n: int, encoder: str = "hf:gpt2-large", device: str = "auto", progress: bool = False):
+    """A callable texts -> MAUVE against the first n rows of the test split (decoded), whose
+    features are computed once by the `encoder` (judges.HFEncoder)."""
+    refs = [dataset.decode(row) for row in dataset.head("test", n)]
+    if len(refs) < judges.MAUVE_MIN_SAMPLES:
+        raise ConfigError(f"--mauve needs at least {judges.MAUVE_MIN_SAMPLES} held-out rows; the test split of "
+                          f"{dataset.name!r} has {len(refs)}")
+    enc = judges.load_encoder(encoder, device, progress=progress)
+    q = enc.features(refs)
+    return lambda texts: judges.mauve_score(enc.features(texts), q)
 
 
 def length_predictor(run_dir: str | Path, dataset, device):
@@ -252,7 +302,7 @@ def render(result: dict) -> str:
     rows = result["samples"]
     if rows:
         cols = ["steps", "nfe"] + [k for k in ("w2", "sample_nll", "excess", "coherence", "component_kl", "fd_digits",
-                                              "fd_digits_train", "gen_ppl", "unigram_entropy", "distinct_2",
+                                              "fd_digits_train", "gen_ppl", "unigram_entropy", "mauve", "distinct_2",
                                               "exact_match", "token_accuracy", "length_accuracy", "bleu",
                                               "chrf") if k in rows[0]]
         lines.append(metrics.format_table(rows, cols + ["sec_per_sample"]))
@@ -263,4 +313,4 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["load_run", "likelihood", "draw_samples", "step_sweep", "evaluate_run", "render"]
+__all__ = ["load_run", "likelihood", "draw_samples", "step_sweep", "evaluate_run", "render", "load_judge"]

@@ -22,7 +22,8 @@ REPLACED = "replaced-"  # folders of runs that --force set aside
 # what catdiff writes in a run folder: training (config, dataset, log, checkpoints in today's and the
 # earlier layout, TensorBoard, the folders of earlier stages) and the reports of eval/diagnose/sample
 OWN = ("config.yaml", "dataset.json", "metrics.jsonl", "checkpoints", "checkpoint", "checkpoint.old", "tb",
-       "stage[0-9]*", "eval.json", "eval.md", "diagnostics.json", "diagnostics.png", "samples_*.png")
+       "stage[0-9]*", "eval.json", "eval.md", "diagnostics.json", "diagnostics.png", "samples_*.png",
+       "wandb", "wandb_id.txt", "length.pt")
 
 
 def contents(folder: str | Path) -> tuple[list[str], list[str]]:

@@ -91,7 +91,7 @@ def test_train_sample_eval_from_the_cli_on_digits_and_text(tmp_path, capsys):
     assert imread(tmp_path / "g.png").ndim >= 2
     assert main(["eval", str(run), "--steps", "2", "--num-samples", "32", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "fd_digits" in out and "bits_per_token" in out
+    assert "FD-digits" in out and "bits/token" in out
     (tmp_path / "c.txt").write_text("and god said let there be light and there was light\n" * 100)
     run = tmp_path / "text"
     assert main(["train", str(ROOT / "configs/ar/kjv.yaml"), *tiny, f"data.path={tmp_path / 'c.txt'}",

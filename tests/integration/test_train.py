@@ -17,7 +17,7 @@ from catdiff.cli import main
 from catdiff.config import load_config
 from catdiff.errors import CheckpointError, TrainingError
 from catdiff.evaluate import draw_samples, load_run
-from catdiff.train import Trainer, train
+from catdiff.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "train.batch_size=16",
@@ -203,7 +203,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 def test_cpu_clock_budget_counts_this_process_only(tmp_path, monkeypatch):
     """budget_clock=cpu stops on process CPU time: a wall clock that jumps an hour per call (a
     machine shared with other runs) does not stop it, and the budget it reports is CPU time."""
-    import catdiff.train as tr
+    import catdiff.trainer as tr
 
     fake = iter(range(0, 10**9, 3600))
     monkeypatch.setattr(tr.time, "time", lambda: float(next(fake)))

@@ -237,3 +237,42 @@ def test_embedding_anchor_imposes_clean_sources_and_noised_fixed_tokens():
     torch.testing.assert_close(out[:, free], z[:, free])
     eps = (out[:, ds.cond_len + 1] - a[0, 0] * e[:, ds.cond_len + 1]) / s[0, 0]  # (n, d)
     assert abs(float(eps.mean())) < 0.01 and abs(float(eps.std()) - 1) < 0.01
+
+
+def test_fit_pads_a_short_condition_with_free_positions():
+    c = Condition(torch.tensor([[3, 0, 0, 5]]), torch.tensor([[True, False, False, True]]))
+    f = c.fit(7)
+    assert f.values.shape == f.fixed.shape == (1, 7) and f.clean is None
+    assert f.values.tolist() == [[3, 0, 0, 5, 0, 0, 0]] and f.values.dtype == torch.long
+    assert f.fixed.tolist() == [[True, False, False, True, False, False, False]]
+    assert c.fit(4) is c  # already the right length: unchanged
+    rows = Condition(torch.tensor([[0.5, 1.5], [2.5, 3.5]], dtype=torch.float64),
+                     torch.tensor([[True, False], [True, True]]), clean=torch.tensor([[True, False], [True, True]]))
+    g = rows.fit(3)  # several rows, float values, a clean mask: each padded alike
+    assert g.values.dtype == torch.float64 and g.values[:, 2].tolist() == [0.0, 0.0]
+    assert g.fixed.tolist() == [[True, False, False], [True, True, False]]
+    assert g.clean.tolist() == [[True, False, False], [True, True, False]]
+    assert g.clean_mask().tolist() == g.fixed.tolist()
+
+
+def test_fit_refuses_a_condition_longer_than_the_sequence():
+    c = Condition(torch.zeros(1, 6, dtype=torch.long), torch.zeros(1, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="covers 6 positions, more than the 5"):
+        c.fit(5)
+
+
+def test_short_condition_is_padded_when_sampling():
+    """The API pads a short template as the CLI does: a 4-position condition on a 32-long MDLM."""
+    cfg = load_config(ROOT / "configs/mdlm/mixture.yaml", ["model.preset=tiny", *SMALL])
+    ds = build_dataset(cfg.data)
+    torch.manual_seed(0)
+    method = build_method(cfg, ds)
+    L = method.seq_len
+    assert L > 4
+    cond = Condition(values=torch.tensor([[3, 0, 0, 5]]), fixed=torch.tensor([[True, False, False, True]]))
+    out = method.sample(8, method.sample_options(steps=4, seed=0), torch.Generator().manual_seed(0), condition=cond)
+    assert out.samples.shape == (8, L)
+    assert out.samples[:, 0].tolist() == [3] * 8 and out.samples[:, 3].tolist() == [5] * 8
+    too_long = Condition(torch.zeros(1, L + 1, dtype=torch.long), torch.zeros(1, L + 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="more than the"):
+        method.sample(2, method.sample_options(steps=4), condition=too_long)

@@ -10,25 +10,25 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "catdiff"
 FORBIDDEN = {  # module (relative to the package) → packages it must not import
-    "schedules.py": {"models", "processes", "methods", "train", "samplers"},
-    "processes": {"models", "methods", "train", "samplers", "data"},
-    "models": {"processes", "methods", "schedules", "samplers", "train", "data"},
-    "samplers": {"models", "methods", "train", "data", "config"},
-    "parameterizations.py": {"models", "methods", "train"},
-    "metrics.py": {"methods", "train", "models"},
-    "data": {"models", "methods", "processes", "train", "samplers"},
+    "schedules.py": {"models", "processes", "methods", "trainer", "samplers"},
+    "processes": {"models", "methods", "trainer", "samplers", "data"},
+    "models": {"processes", "methods", "schedules", "samplers", "trainer", "data"},
+    "samplers": {"models", "methods", "trainer", "data", "config"},
+    "parameterizations.py": {"models", "methods", "trainer"},
+    "metrics.py": {"methods", "trainer", "models"},
+    "data": {"models", "methods", "processes", "trainer", "samplers"},
 }
 # layers from the bottom up: a module may import its own layer and the ones below, never above
 LAYERS = [
     {"__init__", "errors", "structs", "runtime", "registry"},
     {"schedules", "conditioning", "parameterizations"},
     {"processes", "models"},
-    {"samplers", "data", "metrics", "losses", "oracle", "length"},
+    {"samplers", "data", "metrics", "losses", "oracle", "length", "judges"},
     {"methods", "ode_diagnostics"},
     {"config"},
-    {"build", "checkpoint", "rundir"},
-    {"train", "evaluate"},
-    {"diagnose", "demo"},
+    {"build", "checkpoint", "rundir", "export"},
+    {"trainer", "evaluate"},
+    {"diagnose", "demo", "pipeline", "plot"},
     {"cli", "__main__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -90,16 +90,18 @@ class Method(nn.Module):
         return cls.SampleOptions(**overrides)
 
     def _condition(self, condition: Condition | None, n: int) -> Condition | None:
-        """The condition checked against this model and expanded to n rows on its device."""
+        """The condition padded to this model's length (Condition.fit: a shorter template gets free
+        positions on the right), checked against the model and expanded to n rows on its device."""
         if condition is None:
             return None
+        condition = condition.fit(self.seq_len)
         condition.check(self.seq_len, self.vocab_size or None)
         return condition.for_batch(n, self.device)
 
     @classmethod
     def stages(cls, options) -> tuple[Stage, ...]:
         """The training stages, in order. `method.stage` = 0 runs them all in sequence from one
-        command (train.py: each stage initialised from the previous one); k trains stage k alone
+        command (trainer.py: each stage initialised from the previous one); k trains stage k alone
         (initialise it with train.init_from). One stage by default."""
         return (Stage("all"),)
 

@@ -1,7 +1,8 @@
 """How results are written: Markdown tables of metric rows, and one envelope (command, commit,
 machine, load, date, config) with one writer for every benchmark's JSON and Markdown page.
 
-It must not know models, methods, datasets or what the numbers mean: it formats what it is given.
+It must not know models, methods or datasets: it formats what it is given, naming each metric's
+column with its unit (UNITS).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import platform
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,56 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["format_table", "envelope", "finish", "write_result", "read_result"]
+__all__ = ["format_table", "UNITS", "COUNTS", "envelope", "finish", "write_result", "read_result"]
+
+# the column header of each metric key, naming its unit: nats/seq = nats per sequence (the whole
+# target), nats/token = per token; a fraction is in [0, 1]. A key missing here is shown as is.
+UNITS: dict[str, str] = {
+    # likelihood (evaluate.likelihood)
+    "nelbo_nats": "NELBO (nats/seq)",
+    "nelbo_nats_se": "NELBO SE (nats/seq)",
+    "bits_per_token": "bits/token",
+    "ppl_bound": "PPL bound (per token)",
+    "entropy_nats": "entropy (nats/seq)",
+    "entropy_nats_se": "entropy SE (nats/seq)",
+    "nelbo_gap": "NELBO gap (ratio)",  # (NELBO - H) / H, metrics.nelbo_gap
+    "loss": "held-out loss (training objective)",  # methods without a likelihood bound (EDM)
+    "loss_se": "held-out loss SE (training objective)",
+    # samples against exact likelihoods (metrics.sample_metrics)
+    "sample_nll": "sample NLL (nats/token)",
+    "excess": "excess NLL (nats/token)",
+    "coherence": "coherence (fraction)",
+    "component_kl": "component KL (nats)",
+    "entropy_per_token": "entropy (nats/token)",
+    # continuous data and images
+    "w2": "W2 (data units)",
+    "fd_digits": "FD-digits vs test (features²)",
+    "fd_digits_train": "FD-digits vs train (features²)",
+    # text
+    "gen_ppl": "gen-PPL (per token)",
+    "nll_per_token": "judge NLL (nats/token)",
+    "unigram_entropy": "unigram entropy (bits)",
+    "mauve": "MAUVE (0–1)",
+    "distinct_1": "distinct-1 (fraction)",
+    "distinct_2": "distinct-2 (fraction)",
+    "distinct_3": "distinct-3 (fraction)",
+    # seq2seq
+    "exact_match": "exact match (fraction)",
+    "token_accuracy": "token accuracy (fraction)",
+    "length_accuracy": "length accuracy (fraction)",
+    "bleu": "BLEU (0–100)",
+    "chrf": "chrF (0–100)",
+    # infilling (evaluate.infill_report)
+    "fixed_frac": "fixed (fraction)",
+    "infill_nll": "infill NLL (nats/seq)",
+    "infill_entropy": "infill entropy (nats/seq)",
+    "infill_entropy_se": "infill entropy SE (nats/seq)",
+    "infill_excess": "infill excess (nats/seq)",
+    # cost
+    "sec_per_sample": "s/sample",
+}
+# unit-less counts, shown under their key
+COUNTS = frozenset({"steps", "nfe", "n", "n_samples", "n_tokens", "components_covered", "components_total"})
 
 
 def _cell(v: Any) -> str:
@@ -34,14 +84,18 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                 headers: Mapping[str, str] | None = None) -> str:
     """Markdown table of `rows` restricted to `columns` (in that order).
 
-    Floats are shown with 4 significant digits (`{:.4g}`), ints and strings as is, missing keys
-    and None as empty cells; `|` in strings is escaped. Ends without a trailing newline.
+    Column headers come from `headers` (default: UNITS, each metric named with its unit; a column
+    missing from it shows its key; pass {} for the bare keys). Floats are shown with 4 significant
+    digits (`{:.4g}`), ints and strings as is, missing keys and None as empty cells; `|` in strings
+    is escaped. Ends without a trailing newline.
     """
+    names = UNITS if headers is None else headers
     lines = [
-        "| " + " | ".join(_cell(c) for c in columns) + " |",
+        "| " + " | ".join(_cell(names.get(c, c)) for c in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
     ]
     for r in rows:

@@ -173,12 +173,12 @@ def test_10_eval_refuses_flags_of_another_family(runs, capsys):
 
 
 def test_an_internal_error_is_one_line_and_a_traceback_only_on_demand(runs, capsys, monkeypatch):
-    import catdiff.evaluate
+    import catdiff.pipeline
 
     def boom(*a, **k):
         raise RuntimeError("planted bug")
 
-    monkeypatch.setattr(catdiff.evaluate, "draw_samples", boom)
+    monkeypatch.setattr(catdiff.pipeline.Pipeline, "draw", boom)
     capsys.readouterr()
     assert main(["sample", str(runs["mdlm"])]) == 1
     err = capsys.readouterr().err

@@ -22,7 +22,7 @@ from catdiff import rundir
 from catdiff.build import load_run
 from catdiff.cli import main
 from catdiff.config import load_config
-from catdiff.train import Trainer
+from catdiff.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = str(ROOT / "configs/mdlm/mixture.yaml")

@@ -16,7 +16,7 @@ from catdiff import checkpoint as ckpt_io
 from catdiff.cli import main
 from catdiff.config import load_config
 from catdiff.errors import TrainingError
-from catdiff.train import Trainer
+from catdiff.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = str(ROOT / "configs/mdlm/mixture.yaml")

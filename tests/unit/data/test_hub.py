@@ -2,14 +2,13 @@ import json
 import socket
 import sys
 
+import datasets  # noqa: E402  (the test extra installs it)
 import pytest
 import torch
 
 from catdiff.data import hub
 from catdiff.data.hub import HUB_DATASETS, HubTextDataset, load_hub_text
 from catdiff.errors import MissingExtra
-
-datasets = pytest.importorskip("datasets")
 
 DOCS = {
     "train": [f"Row {i} of the training split says hello.\n" for i in range(12)],

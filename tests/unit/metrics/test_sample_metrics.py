@@ -138,14 +138,10 @@ def test_sample_metrics_generic_only_for_non_exact_dataset():
     assert out["distinct_4"] == pytest.approx(0.5)
 
 
-def test_sample_metrics_with_real_mixture_if_present():
-    synthetic = pytest.importorskip("catdiff.data.synthetic")
-    if not hasattr(synthetic, "Mixture"):
-        pytest.skip("Mixture not written yet")
-    try:
-        ds = synthetic.Mixture(num_components=4, seq_len=8, vocab_size=6, seed=0)
-    except TypeError:
-        pytest.skip("Mixture constructor differs from the one this test knows")
+def test_sample_metrics_with_the_real_mixture():
+    from catdiff.data import synthetic
+
+    ds = synthetic.Mixture(num_components=4, seq_len=8, vocab_size=6, seed=0)
     x = ds.sample(2000, torch.Generator().manual_seed(5))
     out = M.sample_metrics(x, ds, entropy_n=5000)
     assert abs(out["excess"]) < 5 * out["excess_stderr"]

@@ -5,8 +5,6 @@ import torch
 
 from catdiff.metrics import bleu, chrf, exact_match
 
-pytest.importorskip("sacrebleu")
-
 REFS = ["the quick brown fox jumps over the lazy dog", "a small boat drifted past the old lighthouse"]
 
 

@@ -10,13 +10,20 @@ rank), the learning rate is a pure function of step, and every RNG state is chec
 from __future__ import annotations
 
 import copy
+import dataclasses
 import errno
+import inspect
 import json
 import math
 import os
+import re
+import secrets
 import shutil
 import signal
 import statistics
+import string
+import sys
+import textwrap
 import time
 from collections import deque
 from contextlib import contextmanager, nullcontext
@@ -27,9 +34,9 @@ import torch.distributed as dist
 import yaml
 
 from . import checkpoint as ckpt_io
-from . import rundir
+from . import registry, rundir
 from .build import build_dataset, build_method, method_options, rebuild_dataset
-from .config import Config, build_config, save_config
+from .config import Config, build_config, from_mapping, resolve_data_paths, save_config, validate_method_section
 from .errors import CatdiffError, CheckpointError, ConfigError, MissingExtra, TrainingError
 from .runtime import resolve_device
 
@@ -38,6 +45,7 @@ from .runtime import resolve_device
 # counts (Stage.steps_key) may change too, like train.max_steps
 RESUMABLE_CHANGES = {"train.max_steps", "train.ckpt_every", "train.log_every", "train.eval_every",
                      "train.progress", "train.max_minutes", "train.budget_clock", "train.device", "train.tensorboard",
+                     "train.wandb",
                      "train.eval_batches", "sample", "eval", "train.out_dir", "train.init_from",
                      "train.keep_checkpoints", "train.divergence_factor", "train.divergence_window"}
 
@@ -78,6 +86,77 @@ def config_changes(saved: dict, cfg: Config) -> list[str]:
     free = RESUMABLE_CHANGES | {f"method.{s.steps_key}" for s in method_stages(cfg) if s.steps_key}
     return [k for k in flat_diff(saved, cfg.to_dict())
             if k not in free and k.split(".")[0] not in free and ".".join(k.split(".")[:2]) not in free]
+
+
+def config_defaults(cfg: Config) -> dict:
+    """What an empty config of `cfg`'s method and dataset resolves to, as a mapping: the dataclass
+    defaults, the method's options and sampler options, the dataset constructor's defaults (a key
+    the dataset requires has none). train.out_dir is `cfg`'s (it is shown on its own)."""
+    out = Config().to_dict()
+    out["method"] = validate_method_section({"name": cfg.method["name"]})
+    out["sample"] = dataclasses.asdict(from_mapping(registry.method_class(cfg.method["name"]).SampleOptions, {},
+                                                    "sample"))
+    params = inspect.signature(registry.dataset_class(cfg.data["name"]).__init__).parameters
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    out["data"] = resolve_data_paths({"name": cfg.data["name"], **{
+        k: p.default for k, p in params.items()
+        if k != "self" and p.kind in kinds and p.default is not inspect.Parameter.empty}})
+    out["train"]["out_dir"] = cfg.train.out_dir
+    return out
+
+
+def _shown(value) -> str:
+    """A config value as one would type it in an override (YAML)."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def start_lines(cfg: Config, method: str, resumed_from: int | None) -> list[str]:
+    """What training says when it starts: the run folder, then the config as its difference from
+    the defaults (`config_defaults`), wrapped in a few lines."""
+    where = f" (resumed at step {resumed_from})" if resumed_from is not None else ""
+    head = f"catdiff: training {method} on {cfg.data['name']} into {cfg.train.out_dir}{where}"
+    resolved = cfg.to_dict()
+    keys = [k for k in flat_diff(config_defaults(cfg), resolved) if k not in ("method.name", "data.name")]
+
+    def value(key):
+        node = resolved
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return _shown(node)
+
+    diff = ", ".join(f"{k}={value(k)}" for k in keys) or "none"
+    body = textwrap.wrap(f"catdiff: config (differs from defaults): {diff}", width=110, subsequent_indent="  ",
+                         break_long_words=False, break_on_hyphens=False)
+    return [head, *body]
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def log_line(record: dict, max_steps: int) -> str:
+    """One plain line for a training or validation record of metrics.jsonl (logs that are not a terminal)."""
+    parts = [f"step {record['step']}/{max_steps}"]
+    if "loss" in record:
+        loss = record["loss"]
+        parts.append(f"loss {loss:.4f}" if abs(loss) < 1e4 else f"loss {loss:.4g}")
+        if "bits_per_token" in record:
+            parts.append(f"bits/token {record['bits_per_token']:.3f}")
+        parts += [f"lr {record['lr']:.1e}", f"grad {record['grad_norm']:.3g}",
+                  f"{record['tokens_per_s']:.1e} tok/s", _duration(record["elapsed_s"])]
+    else:  # validation: val_bits_per_token -> "val bits/token"
+        parts += [f"{k.replace('_per_token', '/token').replace('_', ' ')} {v:.4f}" for k, v in record.items()
+                  if k != "step" and isinstance(v, (int, float))]
+    return "  ".join(parts)
 
 
 class _Interrupt:
@@ -178,7 +257,11 @@ class Trainer:
                     if tc.ema > 0 else None)
         self.gen = torch.Generator(device=self.device).manual_seed(tc.seed * 1009 + self.rank)
         self.step = 0
+        self.tokens_seen = 0  # over every rank, since the run started (resumes included)
         self.resumed_from: int | None = None
+        self.tb = self.wandb = None
+        self.wandb_from = 0  # the first step a resumed W&B run takes
+        self.plain = False  # one plain line per record on stderr (progress on, stderr not a terminal)
         self.recent = deque(maxlen=tc.divergence_window)  # the last losses (mean over ranks), for divergence
         self.best_val, self.last_val = None, (None, None)  # lowest validation bound; (step, record) of the last
         if state is not None:
@@ -238,6 +321,8 @@ class Trainer:
         st = state["trainer"]
         self.opt.load_state_dict(st["optimizer"])
         self.step = self.resumed_from = int(st["step"])
+        # checkpoints written before `tokens_seen` was kept: every step is a full batch
+        self.tokens_seen = int(st.get("tokens_seen", self.step * self.cfg.train.batch_size * self.dataset.seq_len))
         self.recent.extend(st.get("recent_losses", []))
         torch.set_rng_state(st["rng_cpu"])
         gens = st["rng_gen"]
@@ -263,7 +348,7 @@ class Trainer:
         if not self.is_main:
             return
         state = {"optimizer": self.opt.state_dict(), "step": self.step, "rng_cpu": torch.get_rng_state(),
-                 "rng_gen": gens, "recent_losses": list(self.recent)}
+                 "rng_gen": gens, "recent_losses": list(self.recent), "tokens_seen": self.tokens_seen}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
         meta = {"config": self.cfg.to_dict(), "dataset": self.dataset.state(), "method": self.method.name,
@@ -301,6 +386,37 @@ class Trainer:
                 for k, v in record.items():
                     if k != "step" and isinstance(v, (int, float)):
                         self.tb.add_scalar(k, v, record["step"])
+            # a resumed W&B run holds the steps logged before the checkpoint's and takes no earlier ones
+            if self.wandb is not None and record["step"] >= self.wandb_from:
+                self.wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def _say(self, record: dict, note: str = "") -> None:
+        """The plain log line of a record (see `log_line`), when the log is not a terminal."""
+        if self.plain:
+            print(log_line(record, self.cfg.train.max_steps) + note, file=sys.stderr, flush=True)
+
+    def _start_wandb(self):
+        """wandb.init for this run (rank 0): project train.wandb, named after the run folder, files in
+        RUN/wandb/. The W&B run id is kept in RUN/wandb_id.txt, so that --resume continues that run."""
+        wandb = wandb_module()
+        id_file = self.run_dir / "wandb_id.txt"
+        run_id = id_file.read_text().strip() if self.resumed_from is not None and id_file.is_file() else ""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id):  # a new run (or a damaged file): a new id
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+            with self._writing("wandb_id.txt"):
+                id_file.write_text(run_id + "\n")
+        name = self.run_dir.resolve().name
+        if re.fullmatch(r"stage\d+", name):  # an earlier stage of a multi-stage run: RUN-stage1
+            name = f"{self.run_dir.resolve().parent.name}-{name}"
+        try:
+            run = wandb.init(project=self.cfg.train.wandb, name=name, dir=str(self.run_dir), id=run_id,
+                             resume="allow", config=json.loads(json.dumps(self.cfg.to_dict())))
+        except Exception as e:  # wandb raises its own types (no API key, no network, ...)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise TrainingError(f"train.wandb: Weights & Biases did not start ({first}); "
+                                "WANDB_MODE=offline logs without network, `wandb sync` uploads later") from None
+        self.wandb_from = int(getattr(run, "starting_step", 0) or 0)
+        return run
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -349,7 +465,9 @@ class Trainer:
         self.last_val = (self.step, val)
         self._log({"step": self.step, **val})
         bound = self._rank0(next(iter(val.values())))
-        if math.isfinite(bound) and (self.best_val is None or bound < self.best_val):
+        best = math.isfinite(bound) and (self.best_val is None or bound < self.best_val)
+        self._say({"step": self.step, **val}, "  (best)" if best else "")
+        if best:
             self.best_val = bound
             self.save(name=ckpt_io.BEST, val=val)
         return val
@@ -383,21 +501,44 @@ class Trainer:
 
     def fit(self, until_step: int | None = None) -> dict:
         """Train to train.max_steps; `until_step` pauses earlier (checkpointed, status "paused")
-        exactly as an interruption would, so the run can be resumed."""
+        exactly as an interruption would, so the run can be resumed.
+
+        With train.progress (rank 0) it names the run folder and the config's changes from the
+        defaults, then shows a progress bar on a terminal, or else one plain line per logged record."""
+        self.tb = self.wandb = None
+        ok = False
+        try:
+            summary = self._fit(until_step)
+            ok = True
+            return summary
+        finally:
+            if self.wandb is not None:  # also on an error or a second Ctrl-C
+                run, self.wandb = self.wandb, None
+                try:
+                    run.finish(exit_code=0 if ok else 1)
+                except Exception as e:  # the run's own outcome (or error) matters more than W&B's
+                    ckpt_io.warn(f"Weights & Biases did not finish the run cleanly ({type(e).__name__}: {e})")
+
+    def _fit(self, until_step: int | None) -> dict:
         tc = self.cfg.train
-        self.tb = None
         with self._writing("the run's files"):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.is_main:
                 save_config(self.cfg, self.run_dir / "config.yaml")
                 (self.run_dir / "dataset.json").write_text(json.dumps(self.dataset.state()))
                 truncate_metrics(self.run_dir / "metrics.jsonl", self.resumed_from)
+        progress = tc.progress and self.is_main
+        self.plain = progress and not sys.stderr.isatty()
+        if progress:
+            print("\n".join(start_lines(self.cfg, self.method.name, self.resumed_from)), file=sys.stderr, flush=True)
         if tc.tensorboard and self.is_main:
             self.tb = summary_writer()(str(self.run_dir / "tb"))
+        if tc.wandb and self.is_main:
+            self.wandb = self._start_wandb()
         local_bs = tc.batch_size // self.world
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (tc.progress and self.is_main),
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not progress or self.plain,
                    desc=f"train {self.method.name}", dynamic_ncols=True, mininterval=1.0)
         t0, tokens, last_ckpt_step = time.time(), 0, self.step
         clock = time.process_time if tc.budget_clock == "cpu" else time.time
@@ -443,17 +584,19 @@ class Trainer:
                     self.recent.append(loss_value)
                     self.step += 1
                     tokens += batch.tokens.numel() * self.world
+                    self.tokens_seen += batch.tokens.numel() * self.world
                     bar.update(1)
                     if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                         elapsed = time.time() - t0
                         rec = {"step": self.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(gnorm),
-                               "tokens_per_s": tokens / max(elapsed, 1e-9), "elapsed_s": elapsed,
-                               "budget_s": clock() - budget_t0}
+                               "tokens": self.tokens_seen, "tokens_per_s": tokens / max(elapsed, 1e-9),
+                               "elapsed_s": elapsed, "budget_s": clock() - budget_t0}
                         if out.nll is not None:  # methods whose training loss is not a bound leave it None
                             rec["bits_per_token"] = float(out.nll.mean()) / self.dataset.seq_len / math.log(2)
                         rec.update({k: float(v) for k, v in out.metrics.items()})
                         rec.update(self.method.diagnostics())
                         self._log(rec)
+                        self._say(rec)
                         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
                     if tc.eval_every and self.step % tc.eval_every == 0:
                         self._validate_and_log()
@@ -491,6 +634,15 @@ def summary_writer():
     return SummaryWriter
 
 
+def wandb_module():
+    """The wandb package; MissingExtra naming the extra when Weights & Biases is not installed."""
+    try:
+        import wandb
+    except ImportError:
+        raise MissingExtra("train.wandb needs Weights & Biases: pip install 'catdiff[wandb]'") from None
+    return wandb
+
+
 def train(cfg: Config | dict, resume: bool = False, force: bool = False) -> dict:
     """Train `cfg` (a Config or a raw mapping) and return a summary; see `Trainer`. A method that
     declares several stages (`Method.stages`) with `method.stage = 0` runs them all: `train_stages`.
@@ -507,6 +659,8 @@ def train(cfg: Config | dict, resume: bool = False, force: bool = False) -> dict
                           "give one of them")
     if cfg.train.tensorboard:
         summary_writer()  # fails before the run folder is created
+    if cfg.train.wandb:
+        wandb_module()
     runs = stage_configs(cfg)
     world, rank, _ = _distributed(cfg.train)
     lock = rundir.RunLock(cfg.train.out_dir)
