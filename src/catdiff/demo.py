@@ -20,6 +20,7 @@ from .build import load_run
 from .config import load_config
 from .evaluate import draw_samples, likelihood
 from .oracle import oracle_samples
+from .plot import plot_runs
 from .trainer import train
 
 STEPS = (1, 2, 4, 8, 16, 32, 64)
@@ -120,9 +121,10 @@ def main(argv=None) -> int:
     res = run(out, mdlm_steps=max(10, int(1500 * args.scale)), ar_steps=max(10, int(800 * args.scale)),
               num_samples=args.num_samples)
     plot(res, out / "few_step.png")
+    plot_runs([out / "mdlm", out / "ar"], out / "curves.png")  # the training curves of both runs
     (out / "results.json").write_text(json.dumps(res, indent=1))
     print("\n" + report(res))
-    print(f"\nplot: {out / 'few_step.png'}   results: {out / 'results.json'}   total {time.time() - t0:.0f}s")
+    print(f"\nplots: {out / 'few_step.png'}, {out / 'curves.png'}   results: {out / 'results.json'}   total {time.time() - t0:.0f}s")
     return 0
 
 
