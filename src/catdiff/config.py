@@ -58,7 +58,11 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 0  # 0: only at the end
     eval_batches: int = 8
-    amp: str = "none"  # none | bf16 | fp16 (GPU only; CPU always runs fp32)
+    # matmul precision under torch.autocast on CPU and GPU: auto (bf16 where a start-up probe finds
+    # it >= 1.5x fp32: runtime.amp_dtype) | bf16 | fp16 | off; weights, optimizer and losses stay fp32.
+    # The default is off so that a config gives the same numbers on every machine; the text recipes
+    # set auto.
+    amp: str = "off"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     tensorboard: bool = False
     wandb: str = ""  # a Weights & Biases project: log the run there (rank 0; WANDB_MODE=offline works offline)
@@ -83,6 +87,7 @@ class EvalConfig:
     num_samples: int = 1024
     judge: str = ""  # run dir of an AR judge for gen-PPL (text)
     batch_size: int = 256  # rows per likelihood batch (OpenWebText on a GPU: 1024 × 50k logits a row)
+    amp: str = "off"  # matmul precision of the likelihood passes (as train.amp); the bound is summed in float64
 
     def __post_init__(self):
         if any(k < 1 for k in self.steps):
@@ -153,6 +158,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
+        if value is False and key.endswith(".amp"):  # YAML 1.1 reads `amp: off` as false
+            return "off"
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
@@ -308,7 +315,8 @@ RANGES = {
     "train.min_lr_ratio": _in(0.0, 1.0, closed_hi=True), "train.grad_clip": _at_least(0.0),
     "train.ema": _in(0.0, 1.0), "train.seed": _at_least(0), "train.ckpt_every": _at_least(1),
     "train.log_every": _at_least(1), "train.eval_every": _at_least(0), "train.eval_batches": _at_least(1),
-    "train.amp": _one_of("none", "bf16", "fp16"), "train.max_minutes": _at_least(0.0),
+    "train.amp": _one_of("auto", "bf16", "fp16", "off", "none"),
+    "eval.amp": _one_of("auto", "bf16", "fp16", "off"), "train.max_minutes": _at_least(0.0),
     "train.budget_clock": _one_of("wall", "cpu"), "train.keep_checkpoints": _at_least(1),
     "train.divergence_factor": _at_least(0.0), "train.divergence_window": _at_least(1),
     "train.wandb": ((lambda v: len(v) <= 128 and not set(v) & set("/\\#?%:")),

@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     plot_runs([out / "mdlm", out / "ar"], out / "curves.png")  # the training curves of both runs
     (out / "results.json").write_text(json.dumps(res, indent=1))
     print("\n" + report(res))
-    print(f"\nplots: {out / 'few_step.png'}, {out / 'curves.png'}   results: {out / 'results.json'}   total {time.time() - t0:.0f}s")
+    print(f"\nplots: {out / 'few_step.png'}, {out / 'curves.png'}   results: {out / 'results.json'}   "
+          f"total {time.time() - t0:.0f}s")
     return 0
 
 

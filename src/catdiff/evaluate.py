@@ -18,15 +18,17 @@ from .build import load_run
 from .conditioning import Condition
 from .config import override_sample_options
 from .errors import CheckpointError, ConfigError
+from .runtime import autocast
 from .structs import SampleOutput
 
 
 @torch.no_grad()
 def likelihood(method, dataset, split: str = "test", passes: int = 4, max_examples: int = 2048,
-               batch_size: int = 256, seed: int = 0) -> dict:
+               batch_size: int = 256, seed: int = 0, amp: str = "off") -> dict:
     """NELBO (or exact NLL) on a held-out split, float64-accumulated, with its standard error.
 
-    Each example's bound is averaged over `passes` Monte-Carlo draws of (t, mask) first.
+    Each example's bound is averaged over `passes` Monte-Carlo draws of (t, mask) first. `amp`:
+    the network's matmul precision (runtime.autocast); log-probabilities and sums stay fp32/float64.
     """
     x_all = dataset.head(split, max_examples)
     passes = 1 if method.exact_likelihood else passes
@@ -35,7 +37,8 @@ def likelihood(method, dataset, split: str = "test", passes: int = 4, max_exampl
     score = method.nelbo if method.has_likelihood else method.validation_loss
     for i in range(0, len(x_all), batch_size):
         x = dataset.batch(x_all[i:i + batch_size]).to(method.device)
-        per = torch.stack([score(x, g) for _ in range(passes)]).mean(0)  # (B,)
+        with autocast(amp, method.device):
+            per = torch.stack([score(x, g).double() for _ in range(passes)]).mean(0)  # (B,)
         acc.update(per.double().cpu())
     if not method.has_likelihood:  # no bound: the held-out training loss, for reference
         return {"split": split, "n": int(acc.count), "loss": acc.mean, "loss_se": acc.stderr}
@@ -62,7 +65,8 @@ def draw_samples(method, n: int, cfg, condition: Condition | None = None,
         c = condition
         if c is not None and c.values.shape[0] > 1:
             c = c.rows(i, i + b)
-        o = method.sample(b, cfg, g, condition=c)
+        with autocast(cfg.amp, method.device):
+            o = method.sample(b, cfg, g, condition=c)
         outs.append(o.samples.cpu())
         nfe = max(nfe, o.nfe)
     dt = time.perf_counter() - t0
@@ -250,7 +254,7 @@ def evaluate_run(run_dir: str | Path, steps_list=None, num_samples: int | None =
     mauve_fn = mauve_scorer(dataset, num_samples, mauve_encoder, device, progress) if mauve else None
     result = {"run": str(run_dir), "method": method.name, "dataset": dataset.name,
               "likelihood": likelihood(method, dataset, "test", ec.nelbo_passes, ec.max_examples, ec.batch_size,
-                                        seed=seed)}
+                                        seed=seed, amp=ec.amp)}
     if judge_spec:
         result["judge"] = str(judge_spec)
     if mauve:

@@ -38,7 +38,7 @@ from . import registry, rundir
 from .build import build_dataset, build_method, method_options, rebuild_dataset
 from .config import Config, build_config, from_mapping, resolve_data_paths, save_config, validate_method_section
 from .errors import CatdiffError, CheckpointError, ConfigError, MissingExtra, TrainingError
-from .runtime import resolve_device
+from .runtime import amp_dtype, resolve_device
 
 # keys that may differ between a run and its resumption (a run directory may be moved or copied:
 # out_dir, and init_from, used only when a run starts, do not bind it); a method's stage step
@@ -270,9 +270,12 @@ class Trainer:
         if self.world > 1:
             ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
             self.model = torch.nn.parallel.DistributedDataParallel(self.method, **ddp_kwargs)
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
-        self.autocast = (torch.autocast("cuda", dtype=amp) if amp and self.device.type == "cuda" else nullcontext())
-        self.scaler = torch.amp.GradScaler("cuda") if tc.amp == "fp16" and self.device.type == "cuda" else None
+        # autocast on CPU and GPU (runtime.amp_dtype: `auto` probes bf16 once); fp32 master weights
+        # and optimizer state; fp16 needs loss scaling
+        self.amp_dtype = amp_dtype(tc.amp, self.device)
+        self.autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                         else nullcontext())
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
 
     # ---- state ------------------------------------------------------------------------
     def _build(self, dataset) -> None:
@@ -442,7 +445,8 @@ class Trainer:
         score = self.method.nelbo if self.method.has_likelihood else self.method.validation_loss
         for i in range(min(self.cfg.train.eval_batches, math.ceil(len(val) / bs))):
             x = self.dataset.batch(val[i * bs:(i + 1) * bs]).to(self.device)
-            tot += float(score(x, g).sum())
+            with self.autocast:
+                tot += float(score(x, g).sum())
             n += len(x)
         self.method.train()
         if not self.method.has_likelihood:

@@ -267,7 +267,8 @@ class Transformer(nn.Module):
             x = modulate(F.layer_norm(x, (D,)), shift, scale)
         else:
             x = F.layer_norm(x, (D,), self.final_norm_weight)
-        return F.linear(x, self.output_weight)  # (B, L, K)
+        # logits in fp32 under autocast: every log-probability, loss and draw downstream is fp32
+        return F.linear(x, self.output_weight).float()  # (B, L, K)
 
 
 def matmul_params(cfg: TransformerConfig) -> tuple[int, int]:

@@ -41,11 +41,15 @@ class SampleOptions:
     batch_size: int = _help("samples drawn per batch", 256)
     seed: int = _help("seed of the sampling generator (a sample is a function of its seed)", 0)
     use_ema: bool = _help("sample with the EMA weights (false: the raw weights)", True, cli=False)
+    amp: str = _help("matmul precision of the network calls: auto (bf16 where the hardware makes it faster), "
+                     "bf16, fp16 or off; draws stay fp32/float64", "off", choices=("auto", "bf16", "fp16", "off"))
 
     def __post_init__(self):
         for key in ("num_samples", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"sample.{key} must be >= 1, got {getattr(self, key)}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"sample.amp must be one of auto, bf16, fp16, off; got {self.amp!r}")
         _chain(super())
 
 
