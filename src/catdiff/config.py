@@ -39,6 +39,7 @@ class ModelConfig:
     abs_pos: bool = True  # learned absolute positions on top of rotary (see TransformerConfig)
     local_mix: int = 0  # depthwise conv kernel in front of attention, bidirectional only (see TransformerConfig)
     compile: bool = False
+    checkpoint: bool = False  # activation checkpointing of every block (TransformerConfig.checkpoint)
 
 
 @dataclass
@@ -50,6 +51,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    # steps: the cosine runs over max_steps; budget: over the max_minutes budget (clock budget_clock),
+    # so a time-limited run ends at min_lr whatever the machine's speed (max_steps stays a cap)
+    lr_schedule: str = "steps"
     grad_clip: float = 1.0
     ema: float = 0.999  # 0 disables EMA
     seed: int = 0
@@ -317,7 +321,8 @@ RANGES = {
     "train.log_every": _at_least(1), "train.eval_every": _at_least(0), "train.eval_batches": _at_least(1),
     "train.amp": _one_of("auto", "bf16", "fp16", "off", "none"),
     "eval.amp": _one_of("auto", "bf16", "fp16", "off"), "train.max_minutes": _at_least(0.0),
-    "train.budget_clock": _one_of("wall", "cpu"), "train.keep_checkpoints": _at_least(1),
+    "train.budget_clock": _one_of("wall", "cpu"), "train.lr_schedule": _one_of("steps", "budget"),
+    "train.keep_checkpoints": _at_least(1),
     "train.divergence_factor": _at_least(0.0), "train.divergence_window": _at_least(1),
     "train.wandb": ((lambda v: len(v) <= 128 and not set(v) & set("/\\#?%:")),
                     "a W&B project name (at most 128 characters, none of / \\ # ? % :) or empty"),
@@ -366,6 +371,9 @@ def build_config(raw: dict) -> Config:
     cfg.data = resolve_data_paths(validate_data_section(cfg.data))
     model_size(cfg.model)  # validates the preset name and the sizes
     check_ranges(cfg)
+    if cfg.train.lr_schedule == "budget" and not cfg.train.max_minutes > 0:
+        raise ConfigError("train.lr_schedule=budget decays over train.max_minutes, which is 0 (no budget): "
+                          "set train.max_minutes or use lr_schedule=steps")
     if not cfg.train.out_dir:
         cfg.train.out_dir = f"runs/{cfg.method['name']}-{cfg.data['name']}"
     return cfg

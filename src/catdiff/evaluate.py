@@ -65,9 +65,9 @@ def draw_samples(method, n: int, cfg, condition: Condition | None = None,
         c = condition
         if c is not None and c.values.shape[0] > 1:
             c = c.rows(i, i + b)
-        with autocast(cfg.amp, method.device):
+        with torch.inference_mode(), autocast(cfg.amp, method.device):  # no autograd bookkeeping at all
             o = method.sample(b, cfg, g, condition=c)
-        outs.append(o.samples.cpu())
+        outs.append(o.samples.cpu().clone())  # a normal tensor again: usable as input of a trained step
         nfe = max(nfe, o.nfe)
     dt = time.perf_counter() - t0
     return SampleOutput(samples=torch.cat(outs), nfe=nfe), dt / n

@@ -50,10 +50,14 @@ RESUMABLE_CHANGES = {"train.max_steps", "train.ckpt_every", "train.log_every", "
                      "train.keep_checkpoints", "train.divergence_factor", "train.divergence_window"}
 
 
-def lr_at(step: int, cfg) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio at max_steps."""
+def lr_at(step: int, cfg, budget_s: float | None = None) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio at max_steps, or
+    (lr_schedule = budget) when `budget_s` seconds of the max_minutes budget are spent."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "budget" and budget_s is not None and cfg.max_minutes > 0:
+        progress = min(1.0, budget_s / (60.0 * cfg.max_minutes))
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -258,6 +262,8 @@ class Trainer:
         self.gen = torch.Generator(device=self.device).manual_seed(tc.seed * 1009 + self.rank)
         self.step = 0
         self.tokens_seen = 0  # over every rank, since the run started (resumes included)
+        self.budget_used = 0.0  # seconds of the max_minutes budget spent before this session
+        self.budget_s = lambda: self.budget_used  # seconds spent so far (fit() makes it live)
         self.resumed_from: int | None = None
         self.tb = self.wandb = None
         self.wandb_from = 0  # the first step a resumed W&B run takes
@@ -326,6 +332,7 @@ class Trainer:
         self.step = self.resumed_from = int(st["step"])
         # checkpoints written before `tokens_seen` was kept: every step is a full batch
         self.tokens_seen = int(st.get("tokens_seen", self.step * self.cfg.train.batch_size * self.dataset.seq_len))
+        self.budget_used = float(st.get("budget_s", 0.0))  # max_minutes counts the whole run, resumes included
         self.recent.extend(st.get("recent_losses", []))
         torch.set_rng_state(st["rng_cpu"])
         gens = st["rng_gen"]
@@ -351,7 +358,8 @@ class Trainer:
         if not self.is_main:
             return
         state = {"optimizer": self.opt.state_dict(), "step": self.step, "rng_cpu": torch.get_rng_state(),
-                 "rng_gen": gens, "recent_losses": list(self.recent), "tokens_seen": self.tokens_seen}
+                 "rng_gen": gens, "recent_losses": list(self.recent), "tokens_seen": self.tokens_seen,
+                 "budget_s": self.budget_s()}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
         meta = {"config": self.cfg.to_dict(), "dataset": self.dataset.state(), "method": self.method.name,
@@ -546,7 +554,8 @@ class Trainer:
                    desc=f"train {self.method.name}", dynamic_ncols=True, mininterval=1.0)
         t0, tokens, last_ckpt_step = time.time(), 0, self.step
         clock = time.process_time if tc.budget_clock == "cpu" else time.time
-        budget_t0 = clock()
+        budget_t0 = clock() - self.budget_used  # the budget spent before a resume counts
+        self.budget_s = lambda: clock() - budget_t0
         status = "done"
         if self.step == 0 and self.is_main:
             init = self.method.diagnostics()  # e.g. the embedding spread before any update
@@ -558,7 +567,7 @@ class Trainer:
                 while self.step < tc.max_steps:
                     batch = self.dataset.batch(self.dataset.train_batch(self.step, local_bs, self.rank, self.world))
                     batch = batch.to(self.device)
-                    lr = lr_at(self.step, tc)
+                    lr = lr_at(self.step, tc, self.budget_s())
                     for group in self.opt.param_groups:
                         group["lr"] = lr
                     with self.autocast:

@@ -104,8 +104,12 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
 
 
 # ---- the results envelope -------------------------------------------------------------------
-CPU_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # the ones that change matmul throughput
-CONTENDED = 0.3  # a 1-minute load average above this means other work shared the machine
+# the ones that change matmul throughput: AMX tiles and their bf16 ops, AVX-512 (and its bf16
+# dot products), AVX2
+CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+# a 1-minute load average above this (beyond the run's own threads, at its end) means other work
+# shared the machine
+CONTENDED = 0.3
 
 
 def _git(*args: str) -> str | None:
@@ -157,14 +161,19 @@ def envelope(command: list[str] | str, config: dict | None = None) -> dict[str, 
     return env
 
 
-def finish(env: dict[str, Any]) -> dict[str, Any]:
-    """Add the load averages at the end and mark the run contended when the 1-minute load average
-    at start or end exceeded `CONTENDED` (None if neither is known). The end value includes this
-    run's own threads."""
+def finish(env: dict[str, Any], own_threads: int = 0) -> dict[str, Any]:
+    """Add the load averages at the end and mark the run contended (None if neither load is known)
+    when other work shared the machine: the 1-minute load average at the start exceeded
+    `CONTENDED`, or the one at the end exceeded `CONTENDED + own_threads`. `own_threads` = the
+    threads this run itself kept busy (e.g. torch.get_num_threads() for a compute-bound
+    benchmark): its own work is still in the end average, the start one precedes it. The default
+    0 counts every runnable thread as contention. Records own_threads beside the averages."""
     load = env["load"]
     load["end"] = _loadavg()
-    known = [v[0] for v in (load.get("start"), load["end"]) if v]
-    load["contended"] = any(v > CONTENDED for v in known) if known else None
+    load["own_threads"] = own_threads
+    start, end = load.get("start"), load["end"]
+    over = ([start[0] > CONTENDED] if start else []) + ([end[0] > CONTENDED + own_threads] if end else [])
+    load["contended"] = any(over) if over else None
     return env
 
 

@@ -35,7 +35,7 @@ def build_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, cau
         time_cond=model_cfg.time_cond if time_cond is None else time_cond,
         tie_weights=model_cfg.tie_weights, abs_pos=model_cfg.abs_pos, cond_dim=cond_dim, context_dim=context_dim,
         local_mix=0 if causal else model_cfg.local_mix,  # a causal model sees its own token: no need
-        **model_size(model_cfg)))
+        checkpoint=model_cfg.checkpoint, **model_size(model_cfg)))
 
 
 def build_joint_network(model_cfg, *, vocab_in: int, vocab_out: int, seq_len: int, n_slots: int,

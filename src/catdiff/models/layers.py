@@ -42,6 +42,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool
     (the transpose of the rotation, i.e. its backward). Returns a contiguous tensor.
     """
     x1, x2 = x.chunk(2, dim=-1)  # (..., Dh/2) views
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # under autocast x is bf16: no fp32 round trip per element
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous (..., Dh)
     o1, o2 = out.chunk(2, dim=-1)
     torch.mul(x1, cos, out=o1)
