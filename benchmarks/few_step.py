@@ -1,22 +1,37 @@
-"""Few-step generation: MDLM vs LDDM-FUJI vs LDDM-SEQ at equal training compute (issue: LDDM).
+"""Few-step generation: MDLM vs LDDM-FUJI vs LDDM-SEQ at equal training compute (issues: LDDM, 19).
 
-Per dataset, trains the three methods from their shipped configs with the same preset, batch and
-budget of CPU time (`--minutes` of each training process's CPU time, so runs sharing the
+Per dataset and training seed, trains each method from its shipped config with the same preset,
+batch and budget of CPU time (`--minutes` of each training process's CPU time, so runs sharing the
 cores still get equal compute; steps reached are reported), then measures the likelihood bound
 (bits/token; LDDM's includes the latent's cost), the few-step curve of every sample metric at
-{1, 2, 4, 8, 16, 32, 64, 128} token steps (SEQ's latent chain gets as many steps as the tokens;
-`--latent-grid` adds SEQ rows with other latent budgets), wall-clock per sample and network calls.
-mixture: the exact-conditional oracle as the reference line. binsaw: R² of linear and small-MLP
-probes from the learned latent y_0 to the true shift (as (cos 4πu, sin 4πu): u and u + 1/2 give the
-same law with two saws). Writes benchmarks/results/few_step/few_step_<dataset>.{json,md,png}.
+{1, 2, 4, 8, 16, 32, 64, 128} token steps, wall-clock per sample and network calls. SEQ's latent
+chain gets as many steps as the tokens (`--latent-grid` adds rows with other latent budgets); FUJI
+is also sampled latent-first (`sample.latent_steps` = the token steps: the latent decided before any
+token). Rows are the mean ± SE over `--seeds`. A method spec may carry config overrides after `+`
+(`lddm-fuji+method.detach_latent_input=false`: an ablation row).
 
-    python benchmarks/few_step.py --dataset mixture --minutes 8
+mixture: the random-order exact-conditional oracle (factorized) on the same plot, over as many
+sampling seeds as training seeds; coverage columns (component KL to the true weights, component
+entropy), the encoder's y_0 spread (total variance, between-component share), and a row counts as
+"below the oracle" only when its excess is below the oracle's and its component KL is no worse
+(mean KL ≤ oracle mean + 2 SE of the difference). hmm: state KL / entropy instead. binsaw: R² of
+linear and small-MLP probes from y_0 to the true shift. Writes
+benchmarks/results/few_step/few_step_<dataset>.{json,md,png}.
+
+    python benchmarks/few_step.py --dataset mixture --minutes 10 --seeds 0,1,2
+    # parallel: one training process per core, then one evaluation of them all
+    OMP_NUM_THREADS=1 python benchmarks/few_step.py --train-only --seeds 0 &
+    OMP_NUM_THREADS=1 python benchmarks/few_step.py --train-only --seeds 1 & wait
+    python benchmarks/few_step.py --eval-only --seeds 0,1
     python benchmarks/few_step.py --dataset kjv --minutes 10 --judge runs/bench_kjv/ar
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import math
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -31,18 +46,33 @@ from common import add_budget_args, bench_train, logged_train_info, start  # noq
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
 from catdiff.evaluate import likelihood, load_judge, load_run, step_sweep  # noqa: E402
+from catdiff.methods.lddm import latent_spread  # noqa: E402
 from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
 from catdiff.oracle import oracle_samples  # noqa: E402
 
 METHODS = ("mdlm", "lddm-fuji", "lddm-seq")
 STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
+ORACLE = "oracle (exact conditionals, factorized)"
 
 
-def train_one(method: str, args) -> dict:
-    run_dir = Path(args.runs) / args.dataset / method
-    shutil.rmtree(run_dir, ignore_errors=True)
-    info = bench_train(f"configs/{method}/{args.dataset}.yaml", run_dir, args, [f"train.lr={args.lr}"])
-    return {"run": str(run_dir), **info}
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """'lddm-fuji+method.lead=2' → ('lddm-fuji', ['method.lead=2'])."""
+    name, *over = spec.split("+")
+    return name, over
+
+
+def run_dir(args, seed: int, spec: str) -> Path:
+    return Path(args.runs) / args.dataset / f"seed{seed}" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)
+
+
+def train_one(spec: str, seed: int, args) -> dict:
+    name, over = parse_spec(spec)
+    rd = run_dir(args, seed, spec)
+    shutil.rmtree(rd, ignore_errors=True)
+    a = copy.copy(args)
+    a.seed = seed  # bench_train's train.seed
+    info = bench_train(f"configs/{name}/{args.dataset}.yaml", rd, a, [f"train.lr={args.lr}", *over])
+    return {"run": str(rd), **info}
 
 
 def probe_r2(method, dataset, n_train: int = 2048, n_test: int = 1024, seed: int = 0) -> dict:
@@ -54,9 +84,7 @@ def probe_r2(method, dataset, n_train: int = 2048, n_test: int = 1024, seed: int
 
     g = torch.Generator().manual_seed(seed)
     x, u = dataset.sample_with_latent(n_train + n_test, g)
-    with torch.no_grad():
-        y = torch.cat([method.encode(x[i:i + 512].to(method.device)).flatten(1).cpu()
-                       for i in range(0, len(x), 512)]).numpy()
+    y = encode(method, x).flatten(1).numpy()
     target = np.stack([np.cos(4 * np.pi * u.numpy()), np.sin(4 * np.pi * u.numpy())], 1)
     out = {}
     for name, model in (("linear", LinearRegression()),
@@ -67,38 +95,107 @@ def probe_r2(method, dataset, n_train: int = 2048, n_test: int = 1024, seed: int
     return out
 
 
-def evaluate_one(method_name: str, info: dict, args, judge) -> dict:
+@torch.no_grad()
+def encode(method, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([method.encode(x[i:i + 512].to(method.device)).cpu() for i in range(0, len(x), 512)])
+
+
+def latent_report(method, dataset, n: int = 1024) -> dict:
+    """The encoder's y_0 spread over n test rows; between-class share where the data has one class."""
+    x = dataset.head("test", n)
+    labels = dataset.latent_assignments(x) if hasattr(dataset, "latent_assignments") else None
+    labels = labels[:, 0] if labels is not None and labels.shape[1] == 1 else None
+    return latent_spread(encode(method, x), labels)
+
+
+def evaluate_one(spec: str, seed: int, info: dict, args, judge) -> list[dict]:
+    """One record per curve of this run: the method as configured, and FUJI also latent-first."""
+    name, _ = parse_spec(spec)
     cfg, m, ds = load_run(info["run"])
-    lik = likelihood(m, ds, "test", passes=args.passes, max_examples=args.max_examples, batch_size=128)
+    base = {"seed": seed, "train": info,
+            "likelihood": likelihood(m, ds, "test", passes=args.passes, max_examples=args.max_examples,
+                                     batch_size=128)}
+    if name.startswith("lddm"):
+        base["latent"] = latent_report(m, ds)
+        if ds.name == "binsaw":
+            base["probe"] = probe_r2(m, ds)
     scfg = replace(cfg.sample, batch_size=256, seed=0)
-    rows = step_sweep(m, ds, STEPS, scfg, args.num_samples, judge, progress=args.progress)
-    res = {"method": method_name, "train": info, "likelihood": lik, "samples": rows}
-    if method_name == "lddm-seq" and args.latent_grid:
-        grid = []
-        for ls in args.latent_grid:
-            for r in step_sweep(m, ds, (4, 8), replace(scfg, latent_steps=ls), args.num_samples, judge, False):
-                grid.append({"latent_steps": ls, **r})
-        res["latent_grid"] = grid
-    if method_name.startswith("lddm") and ds.name == "binsaw":
-        res["probe"] = probe_r2(m, ds)
-    return res
+    out = [{"method": spec, **base, "samples": step_sweep(m, ds, STEPS, scfg, args.num_samples, judge,
+                                                           progress=args.progress)}]
+    if name == "lddm-fuji":  # the latent decided first, then the tokens: k latent + k token calls
+        rows = [step_sweep(m, ds, (k,), replace(scfg, latent_steps=k), args.num_samples, judge, False)[0]
+                for k in STEPS]
+        out.append({"method": f"{spec} (latent first)", **base, "samples": rows})
+    if name == "lddm-seq" and args.latent_grid:
+        out[0]["latent_grid"] = [{"latent_steps": ls, **r} for ls in args.latent_grid
+                                 for r in step_sweep(m, ds, (4, 8), replace(scfg, latent_steps=ls),
+                                                     args.num_samples, judge, False)]
+    return out
 
 
-def oracle_rows(args) -> list[dict]:
+def oracle_records(args, seeds) -> list[dict]:
     from catdiff.build import build_dataset
 
     ds = build_dataset(load_config(f"configs/mdlm/{args.dataset}.yaml").data)
-    return [{"steps": k, **metrics.sample_metrics(oracle_samples(ds, args.num_samples, k, seed=0), ds)}
-            for k in STEPS]
+    return [{"method": ORACLE, "seed": s, "samples": [
+        {"steps": k, "nfe": k, **metrics.sample_metrics(oracle_samples(ds, args.num_samples, k, seed=s), ds)}
+        for k in STEPS]} for s in seeds]
 
 
+# ---- mean ± SE over seeds ---------------------------------------------------------------------
+def mean_se(values) -> tuple[float, float]:
+    v = [float(x) for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan
+    return float(np.mean(v)), (float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan)
+
+
+def _merge(dicts: list[dict]) -> dict:
+    """Numeric keys → mean and `<key>_se` across the dicts (SE over seeds); others from the first."""
+    out = {}
+    for k, v in dicts[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k], se = mean_se(d.get(k) for d in dicts)
+            if not k.endswith("_se") and not k.endswith("_stderr"):
+                out[f"{k}_se"] = se
+        else:
+            out[k] = v
+    return out
+
+
+def aggregate(records: list[dict]) -> dict:
+    """One method's records across seeds → its mean ± SE rows (same keys, `_se` added)."""
+    r0 = records[0]
+    out = {"method": r0["method"], "seeds": [r["seed"] for r in records],
+           "samples": [_merge([r["samples"][i] for r in records]) for i in range(len(r0["samples"]))]}
+    for key in ("train", "likelihood", "latent", "probe"):
+        if key in r0:
+            out[key] = _merge([r[key] for r in records])
+    if "latent_grid" in r0:
+        out["latent_grid"] = [_merge([r["latent_grid"][i] for r in records]) for i in range(len(r0["latent_grid"]))]
+    return out
+
+
+def below_oracle(row: dict, oracle: dict, cov: str) -> bool | None:
+    """Excess below the oracle's with coverage no worse: KL mean ≤ oracle's + 2 SE of the difference."""
+    if "excess" not in row or cov not in row:
+        return None
+    se = math.sqrt(sum(x ** 2 for x in (row.get(f"{cov}_se"), oracle.get(f"{cov}_se")) if x and math.isfinite(x)))
+    return bool(row["excess"] < oracle["excess"] and row[cov] <= oracle[cov] + 2 * se)
+
+
+# ---- pages ------------------------------------------------------------------------------------
 def main_metric(rows: list[dict]) -> tuple[str, str]:
     r = rows[0]
     if "excess" in r:
-        return "excess", "coherence"
+        return "excess", next((k for k in ("component_kl", "state_kl") if k in r), "coherence")
     if "fd_digits" in r:
         return "fd_digits", "unigram_entropy"
     return ("gen_ppl" if "gen_ppl" in r else "unigram_entropy"), "unigram_entropy"
+
+
+def curves(res: dict) -> list[dict]:
+    return res["methods"] + ([res["oracle"]] if res.get("oracle") else [])
 
 
 def plot(res: dict, path: Path) -> None:
@@ -108,71 +205,92 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     first, second = main_metric(res["methods"][0]["samples"])
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for r in res["methods"]:
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in curves(res):
         ks = [s["steps"] for s in r["samples"]]
-        ax[0].plot(ks, [s[first] for s in r["samples"]], "o-", label=r["method"])
-        ax[1].plot(ks, [s[second] for s in r["samples"]], "o-", label=r["method"])
-    if res.get("oracle"):
-        ks = [s["steps"] for s in res["oracle"]]
-        ax[0].plot(ks, [s[first] for s in res["oracle"]], "k--", label="exact-conditional oracle (factorized)")
-        ax[1].plot(ks, [s[second] for s in res["oracle"]], "k--", label="oracle")
+        style = dict(fmt="k--", capsize=2) if r["method"] == ORACLE else dict(fmt="o-", capsize=2, ms=3)
+        for a, key in zip(ax, (first, second), strict=True):
+            se = [s.get(f"{key}_se", math.nan) for s in r["samples"]]
+            a.errorbar(ks, [s[key] for s in r["samples"]], yerr=[0 if not math.isfinite(e) else e for e in se],
+                       label=r["method"], **style)
     for a, name in zip(ax, (first, second), strict=True):
         a.set_xscale("log", base=2)
         a.set_xlabel("token steps")
-        a.set_ylabel(name)
+        a.set_ylabel(metrics.report.UNITS.get(name, name))
         a.grid(alpha=0.3)
     if first in ("gen_ppl", "fd_digits"):
         ax[0].set_yscale("log")
-    ax[0].legend()
-    fig.suptitle(f"few-step curve on {res['dataset']} ({res['budget']['preset']}, "
-                 f"{res['budget']['minutes']:g} CPU-min per method)")
+    ax[0].legend(fontsize=8)
+    b = res["budget"]
+    fig.suptitle(f"few-step curve on {res['dataset']} ({b['preset']}, {b['minutes']:g} CPU-min per run, "
+                 f"mean ± SE over {len(b['seeds'])} training seed(s))")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pm(mean, se) -> str | None:
+    if mean is None or not math.isfinite(mean):
+        return None
+    return f"{mean:.3g}" if se is None or not math.isfinite(se) else f"{mean:.3g} ± {se:.2g}"
 
 
 def report(res: dict) -> str:
     lines, lrows = [], []
     for r in res["methods"]:
         lik, tr = r["likelihood"], r["train"]
-        row = {"method": r["method"], "train steps": tr["steps"], "cpu_s": tr.get("cpu_s"), "wall_s": tr["wall_s"],
-               "tokens/s": tr["tokens_per_s"], "bits/token": lik["bits_per_token"],
-               "± (SE)": lik["bits_per_token"] * lik["nelbo_nats_se"] / lik["nelbo_nats"]}
+        row = {"method": r["method"], "seeds": len(r["seeds"]), "train steps": tr["steps"], "cpu_s": tr.get("cpu_s"),
+               "tokens/s": tr["tokens_per_s"], "bits/token": _pm(lik["bits_per_token"], lik.get("bits_per_token_se"))}
         if "nelbo_gap" in lik:
             row["NELBO gap"] = lik["nelbo_gap"]
-        for k, v in r.get("probe", {}).items():
-            row[k] = v
+        extra = {**r.get("latent", {}), **r.get("probe", {})}
+        for k, v in extra.items():
+            if not k.endswith("_se"):
+                row[k] = _pm(v, extra.get(f"{k}_se"))
         lrows.append(row)
-    cols = list(dict.fromkeys(k for row in lrows for k in row))  # probe columns exist for LDDM rows only
-    lines += ["## Training and likelihood", "", metrics.format_table(lrows, cols), ""]
+    cols = list(dict.fromkeys(k for row in lrows for k in row))
+    lines += ["## Training and likelihood (mean ± SE over training seeds)", "",
+              metrics.format_table(lrows, cols, headers={}), ""]
     first, second = main_metric(res["methods"][0]["samples"])
-    table = {k: {"steps": k} for k in STEPS}
-    for r in res["methods"]:
-        for s in r["samples"]:
-            table[s["steps"]][f"{r['method']} {first}"] = s[first]
-            table[s["steps"]][f"{r['method']} {second}"] = s[second]
-            table[s["steps"]][f"{r['method']} nfe"] = s["nfe"]
-            table[s["steps"]][f"{r['method']} s/sample"] = s["sec_per_sample"]
-    for o in res.get("oracle") or []:
-        table[o["steps"]][f"oracle {first}"] = o[first]
-        table[o["steps"]][f"oracle {second}"] = o[second]
-    cols = list(table[STEPS[0]])
-    lines += [f"## Few-step curve ({first}, {second}; nfe = network calls per batch)", "",
-              metrics.format_table(list(table.values()), cols), ""]
+    keys = [first, second] + [k for k in ("component_entropy", "state_entropy", "coherence")
+                              if k in res["methods"][0]["samples"][0] and k not in (first, second)]
+    for key in keys + ["nfe", "sec_per_sample"]:
+        table = {k: {"steps": k} for k in STEPS}
+        for r in curves(res):
+            for s in r["samples"]:
+                table[s["steps"]][r["method"]] = (s[key] if key in ("nfe", "sec_per_sample")
+                                                  else _pm(s.get(key), s.get(f"{key}_se")))
+        if key.endswith("_entropy"):
+            truth = res["methods"][0]["samples"][0].get(f"{key}_true")
+            key_title = f"{metrics.report.UNITS.get(key, key)}; truth {truth:.3g}"
+        else:
+            key_title = metrics.report.UNITS.get(key, key)
+        lines += [f"## {key_title}", "", metrics.format_table(list(table.values()), ["steps"] + [
+            r["method"] for r in curves(res)], headers={}), ""]
+    if res.get("oracle") and first == "excess":
+        table = {k: {"steps": k} for k in STEPS}
+        for r in res["methods"]:
+            for s, o in zip(r["samples"], res["oracle"]["samples"], strict=True):
+                flag = below_oracle(s, o, second)
+                table[s["steps"]][r["method"]] = "" if flag is None else ("yes" if flag else "no")
+        lines += ["## Below the factorized oracle (excess below it, coverage KL no worse)", "",
+                  metrics.format_table(list(table.values()), ["steps"] + [r["method"] for r in res["methods"]],
+                                       headers={}), ""]
     for r in res["methods"]:
         if r.get("latent_grid"):
-            g = [{"latent steps": x["latent_steps"], "token steps": x["steps"], "nfe": x["nfe"], first: x[first],
-                  second: x[second]} for x in r["latent_grid"]]
-            lines += ["## LDDM-SEQ: latent steps × token steps", "", metrics.format_table(g, list(g[0])), ""]
+            g = [{"latent steps": x["latent_steps"], "token steps": x["steps"], "nfe": x["nfe"],
+                  first: _pm(x[first], x.get(f"{first}_se")), second: _pm(x.get(second), x.get(f"{second}_se"))}
+                 for x in r["latent_grid"]]
+            lines += [f"## {r['method']}: latent steps × token steps", "", metrics.format_table(g, list(g[0])), ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=["mixture", "binsaw", "digits", "kjv"], default="mixture")
-    p.add_argument("--methods", default=",".join(METHODS))
-    add_budget_args(p, minutes=8.0, batch_size=64, num_samples=1024)
+    p.add_argument("--dataset", choices=["mixture", "hmm", "binsaw", "digits", "kjv"], default="mixture")
+    p.add_argument("--methods", default=",".join(METHODS), help="method specs, comma-separated (name+override…)")
+    add_budget_args(p, minutes=8.0, batch_size=64, num_samples=512)
+    p.add_argument("--seeds", default=None, help="training seeds, comma-separated (default: --seed)")
     p.add_argument("--passes", type=int, default=2)
     p.add_argument("--max-examples", type=int, default=1024)
     p.add_argument("--latent-grid", default="1,2,4,16", help="SEQ latent step counts at 4 and 8 token steps")
@@ -180,35 +298,51 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="../shared/data/kjv.txt")
     p.add_argument("--runs", default="runs/bench_few_step")
     p.add_argument("--out", default="benchmarks/results/few_step")
-    p.add_argument("--eval-only", action="store_true", help="re-evaluate the runs already trained")
+    p.add_argument("--train-only", action="store_true", help="train the runs, evaluate nothing")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the runs already trained")
     p.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the JSON")
     p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every method")
     args = p.parse_args(argv)
     args.latent_grid = [int(v) for v in args.latent_grid.split(",") if v]
-    judge = load_judge(args.judge) if args.judge else None
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    specs = [s for s in args.methods.split(",") if s]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag.replace(".", "")  # a dot would read as a file suffix
     stem = f"few_step_{args.dataset}{'_' + tag if tag else ''}"
     if args.tag:
         args.runs = str(Path(args.runs) / args.tag)
+    if args.train_only:
+        for seed in seeds:
+            for spec in specs:
+                print(f"[train {spec} seed {seed}]", flush=True)
+                train_one(spec, seed, args)
+        return 0
+    judge = load_judge(args.judge) if args.judge else None
     env = start(args)
-    res = {"dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes,
-                                               "batch_size": args.batch_size, "lr": args.lr}, "methods": []}
     if args.render_only:  # the page of an earlier run: its envelope and results
         env, res = read_result(out / f"{stem}.json")
-    for name in [] if args.render_only else args.methods.split(","):
-        print(f"[{name}] ...", flush=True)
-        info = logged_train_info(Path(args.runs) / args.dataset / name) if args.eval_only else train_one(name, args)
-        res["methods"].append(evaluate_one(name, info, args, judge))
-        write_result(out, stem, env, res)  # partial results survive
-    if args.dataset == "mixture" and not args.tag and not args.render_only:
-        res["oracle"] = oracle_rows(args)
+    else:
+        res = {"dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes, "seeds": seeds,
+                                                   "batch_size": args.batch_size, "lr": args.lr}, "runs": []}
+        for spec in specs:
+            for seed in seeds:
+                print(f"[{spec} seed {seed}] ...", flush=True)
+                info = (logged_train_info(run_dir(args, seed, spec)) if args.eval_only
+                        else train_one(spec, seed, args))
+                res["runs"] += evaluate_one(spec, seed, info, args, judge)
+                write_result(out, stem, env, res)  # partial results survive
+        labels = list(dict.fromkeys(r["method"] for r in res["runs"]))
+        res["methods"] = [aggregate([r for r in res["runs"] if r["method"] == m]) for m in labels]
+        if args.dataset in ("mixture", "hmm") and not args.tag:
+            res["oracle_runs"] = oracle_records(args, seeds)
+            res["oracle"] = aggregate(res["oracle_runs"])
     plot(res, out / f"{stem}.png")
     b = res["budget"]
     md = (f"# Few-step generation on `{args.dataset}` ({b['preset']} preset, batch {b['batch_size']}, "
-          f"{b['minutes']:g} CPU-min of training per method)\n\n" + report(res) + f"\n![few-step]({stem}.png)\n")
+          f"{b['minutes']:g} CPU-min of training per run, training seeds {b['seeds']})\n\n" + report(res)
+          + f"\n![few-step]({stem}.png)\n")
     write_result(out, stem, env if args.render_only else finish(env), res, md)
     print(md)
     return 0

@@ -1,6 +1,6 @@
 """Character-level MDLM and AR on the King James Bible (../shared/data/kjv.txt, never copied here).
 
-Trains each for a wall-clock budget at the 6x384 / seq 256 / batch 32 setting (configs/*/kjv.yaml),
+Trains each for a wall-clock budget at the 6x384 / seq 256 setting of configs/{mdlm,ar}/kjv.yaml,
 reports test bits/char of both, and gen-PPL (AR judge) + unigram entropy of MDLM samples at
 16/64/256 steps. Writes benchmarks/results/kjv/kjv.{json,md}.
 
@@ -16,6 +16,8 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import start  # noqa: E402
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
     ref = metrics.generative_perplexity(real, judge)
     res["mdlm_samples"] = rows
     res["reference_test_text"] = {"gen_ppl": ref["gen_ppl"], "unigram_entropy": ref["unigram_entropy"]}
-    md = [f"# Character-level MDLM and AR on KJV ({args.minutes:g} min each, 6x384, seq 256, batch 32)", "",
+    md = [f"# Character-level MDLM and AR on KJV ({args.minutes:g} min each, 6x384, seq 256, configs/*/kjv.yaml)", "",
           metrics.format_table([{"model": n, "bits_per_char": res[n]["test"]["bits_per_token"],
                                  "stderr_bits": res[n]["test"]["nelbo_nats_se"] / 256 / 0.6931471805599453,
                                  "train_steps": res[n].get("train", {}).get("step"),
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
           f"{ref['gen_ppl']:.3f}, unigram entropy {ref['unigram_entropy']:.3f} bits):", "",
           metrics.format_table(rows, ["steps", "nfe", "gen_ppl", "unigram_entropy", "distinct_2", "sec_per_sample"]),
           "", "Example (256 steps): `" + rows[-1]["example"].replace("\n", " / ") + "`", ""]
-    write_result(args.out, "kjv", finish(env), res, "\n".join(md))
+    write_result(args.out, "kjv", finish(env, own_threads=torch.get_num_threads()), res, "\n".join(md))
     print("\n".join(md))
     return 0
 

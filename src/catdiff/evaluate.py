@@ -305,7 +305,8 @@ def render(result: dict) -> str:
                                                       "ppl_bound", "nelbo_gap", "loss", "loss_se") if k in lik]), ""]
     rows = result["samples"]
     if rows:
-        cols = ["steps", "nfe"] + [k for k in ("w2", "sample_nll", "excess", "coherence", "component_kl", "fd_digits",
+        cols = ["steps", "nfe"] + [k for k in ("w2", "sample_nll", "excess", "coherence", "component_kl",
+                                              "component_entropy", "state_kl", "state_entropy", "fd_digits",
                                               "fd_digits_train", "gen_ppl", "unigram_entropy", "mauve", "distinct_2",
                                               "exact_match", "token_accuracy", "length_accuracy", "bleu",
                                               "chrf") if k in rows[0]]

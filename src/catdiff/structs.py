@@ -65,3 +65,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+
+@dataclass
+class Probe:
+    """A fixed held-out batch the trainer hands to `Method.diagnostics` (for methods that set
+    `uses_probe`): tokens (N, L) and, where the dataset knows it, each example's true latent class
+    `labels` (N,) (the `mixture` component), else None."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor | None = None

@@ -39,6 +39,7 @@ from .build import build_dataset, build_method, method_options, rebuild_dataset
 from .config import Config, build_config, from_mapping, resolve_data_paths, save_config, validate_method_section
 from .errors import CatdiffError, CheckpointError, ConfigError, MissingExtra, TrainingError
 from .runtime import amp_dtype, resolve_device
+from .structs import Probe
 
 # keys that may differ between a run and its resumption (a run directory may be moved or copied:
 # out_dir, and init_from, used only when a run starts, do not bind it); a method's stage step
@@ -406,6 +407,17 @@ class Trainer:
         if self.plain:
             print(log_line(record, self.cfg.train.max_steps) + note, file=sys.stderr, flush=True)
 
+    def _probe(self, n: int = 256) -> Probe | None:
+        """The held-out batch of the method's diagnostics (first n validation rows), with each row's
+        true latent class where the dataset has a single one (`mixture`: its component)."""
+        if not (self.method.uses_probe and self.is_main):
+            return None
+        x = self.dataset.head("val", n)
+        assign = getattr(self.dataset, "latent_assignments", None)
+        labels = assign(x) if assign is not None else None
+        labels = labels[:, 0] if labels is not None and labels.shape[1] == 1 else None
+        return Probe(x.to(self.device), labels)
+
     def _start_wandb(self):
         """wandb.init for this run (rank 0): project train.wandb, named after the run folder, files in
         RUN/wandb/. The W&B run id is kept in RUN/wandb_id.txt, so that --resume continues that run."""
@@ -557,8 +569,9 @@ class Trainer:
         budget_t0 = clock() - self.budget_used  # the budget spent before a resume counts
         self.budget_s = lambda: clock() - budget_t0
         status = "done"
+        probe = self._probe()
         if self.step == 0 and self.is_main:
-            init = self.method.diagnostics()  # e.g. the embedding spread before any update
+            init = self.method.diagnostics(probe)  # e.g. the embedding spread before any update
             if init:
                 self._log({"step": 0, **init})
         self.method.train()
@@ -607,7 +620,7 @@ class Trainer:
                         if out.nll is not None:  # methods whose training loss is not a bound leave it None
                             rec["bits_per_token"] = float(out.nll.mean()) / self.dataset.seq_len / math.log(2)
                         rec.update({k: float(v) for k, v in out.metrics.items()})
-                        rec.update(self.method.diagnostics())
+                        rec.update(self.method.diagnostics(probe))
                         self._log(rec)
                         self._say(rec)
                         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")

@@ -219,6 +219,16 @@ class Mixture(_Synthetic):
         self._check_tokens(x)
         return torch.log_softmax(self._log_joint(x.long(), None), dim=1)
 
+    latent_name = "component"
+
+    def latent_assignments(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1) the most likely component argmax_m p(c = m | x) of each sequence."""
+        return self.component_log_posterior(x).argmax(1, keepdim=True)
+
+    def latent_marginals(self) -> torch.Tensor:
+        """(1, M) float64: the true law of the component (the mixture weights)."""
+        return self.weights[None]
+
     def conditionals(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """(B, L, K) exact p(x_i = k | x_observed) = Σ_m p(m | x_observed) probs[m, i, k];
         one-hot of x_i at observed positions (contract in base.py)."""
@@ -318,19 +328,36 @@ class HMM(_Synthetic):
         log_e = self._log_emit_ks[x.long()]  # (B, L, S)
         return torch.logsumexp(self._forward(log_e)[-1], dim=1)
 
-    def conditionals(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        """(B, L, K) exact p(x_i = k | x_observed) = Σ_s p(z_i = s | x_observed) emit[s, k]
-        (forward–backward; unobserved positions have emission likelihood 1)."""
-        x = self._check_observed(x, observed)
-        log_e = self._log_emit_ks[x] * observed[..., None]  # (B, L, S), 0 where unobserved
+    def _state_posterior(self, log_e: torch.Tensor) -> torch.Tensor:
+        """(B, L, S) p(z_i = s | evidence) by forward–backward from (B, L, S) emission log-likelihoods."""
         la = self._forward(log_e)
         lb = [torch.zeros_like(la[0])]  # log β_{L-1} = 0, (B, S)
         for i in range(self.seq_len - 1, 0, -1):  # log β_{i-1}(s) = log Σ_s' trans[s, s'] e_i β_i
             nxt = log_e[:, i] + lb[-1]  # (B, S_next)
             m = nxt.amax(1, keepdim=True)  # (B, 1)
             lb.append(((nxt - m).exp() @ self.trans.T).log() + m)  # (B, S)
-        post = torch.softmax(torch.stack(la, 1) + torch.stack(lb[::-1], 1), dim=2)  # (B, L, S)
+        return torch.softmax(torch.stack(la, 1) + torch.stack(lb[::-1], 1), dim=2)  # (B, L, S)
+
+    def conditionals(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """(B, L, K) exact p(x_i = k | x_observed) = Σ_s p(z_i = s | x_observed) emit[s, k]
+        (forward–backward; unobserved positions have emission likelihood 1)."""
+        x = self._check_observed(x, observed)
+        post = self._state_posterior(self._log_emit_ks[x] * observed[..., None])  # 0 where unobserved
         return _one_hot_observed(post @ self.emit, x, observed)  # (B, L, S) @ (S, K) → (B, L, K)
+
+    latent_name = "state"
+
+    def latent_assignments(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) the most likely hidden state argmax_s p(z_i = s | x) at every position."""
+        self._check_tokens(x)
+        return self._state_posterior(self._log_emit_ks[x.long()]).argmax(2)
+
+    def latent_marginals(self) -> torch.Tensor:
+        """(L, S) float64: the chain's true state law p(z_i) = init · trans^i at every position."""
+        rows = [self.init]
+        for _ in range(1, self.seq_len):
+            rows.append(rows[-1] @ self.trans)
+        return torch.stack(rows)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n, L) by ancestral sampling, vectorised over the batch (sequential over positions)."""

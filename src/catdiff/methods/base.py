@@ -119,7 +119,9 @@ class Method(nn.Module):
             for name, p in self.named_parameters(recurse=False):
                 p.requires_grad_(name in trains)
 
-    def diagnostics(self) -> dict:
+    uses_probe = False  # True: the trainer passes a fixed held-out structs.Probe to diagnostics
+
+    def diagnostics(self, probe=None) -> dict:
         """Cheap scalars logged with every training record (e.g. embedding spread); none by default."""
         return {}
 

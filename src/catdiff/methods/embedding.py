@@ -360,7 +360,7 @@ class EmbeddingDiffusion(Method):
 
     # ---- collapse diagnostics (logged with every training record) ------------------------------
     @torch.no_grad()
-    def diagnostics(self) -> dict:
+    def diagnostics(self, probe=None) -> dict:
         return embedding_diagnostics(self.emb)
 
 

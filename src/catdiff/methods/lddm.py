@@ -41,6 +41,12 @@ class LDDMOptions:
     n_patches: int = 1  # P latent slots ...
     patch_dim: int = 32  # ... of dp dimensions each (LADD: 1×32 on its synthetic task)
     normalize: bool = True  # L2-normalise each slot of y_0 to norm sqrt(dp) (unit scale per coordinate)
+    # standardise every coordinate of the encoder's output over the batch before that (BatchNorm
+    # without affine; running statistics in eval) [our encoder regularizer, issue 19]: y_0 cannot
+    # collapse to a point, and its spread matches the N(0, I) prior's. A mean-pooled encoder starts
+    # nearly constant across inputs; FUJI's token loss, which sees y only as noisily as the tokens,
+    # then shrank it further (y_0 variance 3.8 → 0.001 in 100 steps on `mixture`, tiny preset).
+    standardize: bool = False
     enc_layers: int = 2  # depth of the latent encoder (same width as the model)
     mask_schedule: str = "linear"  # token channel: MDLM α_t (schedules.MaskSchedule)
     eps: float = 1e-4
@@ -63,6 +69,13 @@ class LDDMOptions:
     # `mixture` (variance across examples 1e-5 of a norm-√32 latent after 600 steps, tiny preset):
     # at the ELBO's optimum a latent saves in L_x what it costs in L_y, so nothing favours using it.
     latent_grad: bool = False
+    # FUJI, with latent_grad false: the joint network's noisy latent input y_t is built from y_0 on
+    # every other row and from sg[y_0] on the rest, and L_y is counted on the sg rows only (×2): so L_y
+    # reaches the encoder neither through its target nor through the input y_t, while L_x reaches it
+    # through half the rows, at no extra compute. False = the path before issue 19: L_y's gradient
+    # reached the encoder through y_t, and on `mixture` it collapsed y_0 to a point (y_0 variance
+    # 5e-5 of a norm-√32 latent). Kept for that ablation (benchmarks/results/few_step/NOTES.md).
+    detach_latent_input: bool = True
     # SEQ: two_stage=false trains everything jointly (one stage); true declares two stages, 1 = the
     # encoder + token denoiser, 2 = the latent denoiser on the frozen encoder's latents, for
     # stage2_steps steps. stage: 0 = every declared stage in sequence, k = stage k alone (Method.stages)
@@ -107,6 +120,7 @@ class LDDM(Method):
         enc_cfg = dataclasses.replace(model_cfg, n_layers=o.enc_layers, local_mix=0)
         self.encoder = build_network(enc_cfg, vocab_in=vocab_size + 1, vocab_out=o.n_patches * o.patch_dim,
                                               seq_len=seq_len, causal=False, time_cond=False)
+        self.enc_norm = nn.BatchNorm1d(o.n_patches * o.patch_dim, affine=False) if o.standardize else None
         self.external_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.net = build_joint_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
                                                 seq_len=seq_len, n_slots=o.n_patches, slot_dim=o.patch_dim)
@@ -123,10 +137,28 @@ class LDDM(Method):
             with torch.no_grad():
                 y = self.external_encoder(x)
         else:
-            y = self.encoder(x).mean(1).view(x.shape[0], o.n_patches, o.patch_dim)  # (B, P, dp)
+            y = self.encoder(x).mean(1)  # (B, P·dp)
+            if self.enc_norm is not None:
+                y = self.enc_norm(y.float())
+            y = y.view(x.shape[0], o.n_patches, o.patch_dim)  # (B, P, dp)
         if o.normalize:
             y = F.normalize(y, dim=-1) * math.sqrt(o.patch_dim)
         return y
+
+    uses_probe = True
+
+    @torch.no_grad()
+    def diagnostics(self, probe=None) -> dict:
+        """Spread of the encoder's y_0 over the probe's held-out rows (latent_spread): a collapsed
+        encoder shows as a vanishing variance, an informative one on `mixture` as a between-component
+        share near 1."""
+        if probe is None or self.external_encoder is not None:
+            return {}
+        was = self.training
+        self.eval()
+        y = self.encode(probe.tokens.to(self.device))
+        self.train(was)
+        return latent_spread(y, probe.labels)
 
     def _encoder_input(self, x: torch.Tensor, z_t: torch.Tensor, generator) -> torch.Tensor:
         """x with masked-in-z_t positions hidden from the encoder w.p. r ~ U[0, enc_zero_max] per
@@ -197,6 +229,29 @@ class LDDM(Method):
         o = self.options
         return torch.randn((n, o.n_patches, o.patch_dim), generator=generator, device=self.device)
 
+    def _latent_chain(self, predict: Callable, n: int, steps: int, cfg, generator) -> tuple[torch.Tensor, int]:
+        """The latent alone from N(0, I) at the range's top to ŷ_0 in `steps` calls of
+        predict(y_t (n, P, dp), t_y (n,)) → ŷ_0: (ŷ_0, network calls)."""
+        kind = self._latent_kind(cfg)
+        r = gaussian.sample(lambda y_t, t, _prev: (predict(y_t, t),) * 2, self._prior_latent(n, generator),
+                            gaussian.grid(self.process.latent, steps, kind, self.device), schedule=self.process.latent,
+                            kind=kind, generator=generator, eta=self.options.eta)
+        return r.state, r.nfe
+
+    def _token_chain(self, z: torch.Tensor, y: torch.Tensor, cfg, generator, latent_calls: int) -> SampleOutput:
+        """The MDLM chain from z given a fixed clean latent y (fed at the latent range's bottom)."""
+        t_lo = torch.full((z.shape[0],), self.process.latent.t_range[0], device=self.device)
+
+        def denoise(z_t, t):
+            return self.token_log_probs(z_t, y, t, t_lo, guidance=cfg.guidance)[0]
+
+        r = masked.sample(denoise, z, self._token_grid(cfg), schedule=self.process.tokens, mask_id=self.mask_id,
+                          generator=generator, draw=cfg, order=cfg.order, cache=cfg.cache)
+        token_calls = r.nfe * (2 if cfg.guidance > 0 else 1)
+        calls = latent_calls + token_calls
+        return SampleOutput(samples=r.state, nfe=calls, info={"latent": y, "network_calls": calls,
+                                                        "latent_calls": latent_calls, "token_calls": token_calls})
+
 
 class LDDMFuji(LDDM):
     """FUJI (fully joint): one joint denoiser over tokens and latent slots, both channels noised
@@ -214,20 +269,37 @@ class LDDMFuji(LDDM):
         z_t = P.mask(x, t_x, generator)  # (B, L)
         z_t = batch.clean_outside_target(z_t)  # seq2seq: the source stays clean
         y0 = self.encode(self._encoder_input(x, z_t, generator) if train else x)  # (B, P, dp)
-        y_t, _ = P.noise(y0, t_y, generator)
+        keep = torch.ones(B, device=x.device)
+        y_in = y0
+        if train and not o.latent_grad and o.detach_latent_input:  # see LDDMOptions.detach_latent_input
+            sg = torch.arange(B, device=x.device) % 2 == 1  # (B,) rows whose latent input is sg[y_0]
+            y_in = torch.where(sg.view(-1, 1, 1), y0.detach(), y0)
+            keep = sg.float() * (B / sg.sum().clamp(min=1))  # L_y on the sg rows, reweighted to the batch
+        y_t, _ = P.noise(y_in, t_y, generator)
         drop = self._drop(B, generator, x.device) if train else None
         logp, y_hat = self.token_log_probs(z_t, y_t, t_x, t_y, drop)
         lo, hi = P.latent.t_range
         scale = (hi - lo) if independent else P.in_range(t_x)
         target = y0 if o.latent_grad else y0.detach()
         diff, prior = P.latent_terms(target, y_hat, t_y, scale)
-        keep = torch.ones(B, device=x.device) if drop is None else (~drop).float()
+        if drop is not None:
+            keep = keep * (~drop).float()
         return {"x": masked_nelbo(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
                 "mse": squared_norm(target - y_hat), "l2": squared_norm(y0), "keep": keep}
 
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
+        """The joint chain (both channels move at every call, t_y = t^lead), or with
+        `sample.latent_steps` = k the latent first: k calls move y alone from noise to ŷ_0 while every
+        token stays masked (t_x = 1), then the token chain runs given that clean latent [our option;
+        meant for a network trained with `method.independent_times`, which has seen t_y away from
+        t_x]. A factorized first token step cannot then be incoherent: the latent decided first."""
         z = self._start(n, condition)
+        if cfg.latent_steps:
+            ones = torch.ones(n, device=self.device)
+            y, latent_calls = self._latent_chain(lambda y_t, t: self.net(z, y_t, ones, t)[1], n, cfg.latent_steps,
+                                                 cfg, generator)
+            return self._token_chain(z, y, cfg, generator, latent_calls)
         y = self._prior_latent(n, generator)
 
         def denoise(z_t, y_t, t_x, t_y):
@@ -301,32 +373,30 @@ class LDDMSeq(LDDM):
     @torch.no_grad()
     def sample_latent(self, n: int, cfg, generator=None) -> tuple[torch.Tensor, int]:
         """The latent chain alone: (ŷ_0 (n, P, dp), network calls)."""
-        steps = cfg.latent_steps or cfg.steps
-
-        def denoise(y_t, t, _prev):
-            y_hat = self.latent_denoise(y_t, t)
-            return y_hat, y_hat
-
-        kind = self._latent_kind(cfg)
-        r = gaussian.sample(denoise, self._prior_latent(n, generator),
-                            gaussian.grid(self.process.latent, steps, kind, self.device), schedule=self.process.latent,
-                            kind=kind, generator=generator, eta=self.options.eta)
-        return r.state, r.nfe
+        return self._latent_chain(self.latent_denoise, n, cfg.latent_steps or cfg.steps, cfg, generator)
 
     @torch.no_grad()
     def sample(self, n, cfg, generator=None, latent: torch.Tensor | None = None, condition=None) -> SampleOutput:
         """n samples; `latent` (n, P, dp) skips the latent chain (conditional MDLM given y). The latent
         chain does not see a condition (only the token chain does)."""
         y, latent_calls = (latent, 0) if latent is not None else self.sample_latent(n, cfg, generator)
-        z = self._start(n, condition)
-        t_lo = torch.full((n,), self.t_clean, device=self.device)
+        return self._token_chain(self._start(n, condition), y, cfg, generator, latent_calls)
 
-        def denoise(z_t, t):
-            return self.token_log_probs(z_t, y, t, t_lo, guidance=cfg.guidance)[0]
 
-        r = masked.sample(denoise, z, self._token_grid(cfg), schedule=self.process.tokens, mask_id=self.mask_id,
-                          generator=generator, draw=cfg, order=cfg.order, cache=cfg.cache)
-        token_calls = r.nfe * (2 if cfg.guidance > 0 else 1)
-        calls = latent_calls + token_calls
-        return SampleOutput(samples=r.state, nfe=calls, info={"latent": y, "network_calls": calls,
-                                                        "latent_calls": latent_calls, "token_calls": token_calls})
+def latent_spread(y: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+    """y_0 spread over N examples (N, P, dp): `y0_var` = Σ_coords Var_n(y) (total variance) and, with
+    class labels (N,), `y0_between_share` = Σ_c (n_c/N) ‖ȳ_c - ȳ‖² / y0_var, the share of the total
+    variance that lies between the classes' means (law of total variance: 1 = the latent is a
+    function of the class, 0 = it ignores it)."""
+    y = y.flatten(1).double()  # (N, D)
+    centred = y - y.mean(0)
+    total = float(centred.pow(2).sum(1).mean())
+    out = {"y0_var": total}
+    if labels is not None:
+        labels = labels.to(y.device).long()
+        n_c = torch.bincount(labels).double()  # (C,)
+        sums = torch.zeros(n_c.numel(), y.shape[1], dtype=y.dtype, device=y.device).index_add_(0, labels, centred)
+        present = n_c > 0
+        between = float((sums[present].pow(2).sum(1) / n_c[present]).sum() / y.shape[0])
+        out["y0_between_share"] = between / total if total > 0 else math.nan
+    return out

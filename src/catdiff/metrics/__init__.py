@@ -21,6 +21,7 @@ from .samples import (
     expected_tv_noise,
     generative_perplexity,
     infill_log_prob,
+    latent_coverage,
     sample_metrics,
     total_variation,
     unigram_entropy,
@@ -29,7 +30,8 @@ from .seq2seq import bleu, chrf, exact_match
 
 __all__ = [  # by module
     "bits_per_token", "perplexity_bound", "nelbo_gap", "MeanAccumulator",
-    "unigram_entropy", "distinct_n", "sample_metrics", "enumerate_probs", "total_variation", "expected_tv_noise",
+    "unigram_entropy", "distinct_n", "sample_metrics", "latent_coverage", "enumerate_probs", "total_variation",
+    "expected_tv_noise",
     "generative_perplexity", "infill_log_prob", "exact_infills",
     "frechet_distance", "digits_featurizer", "fd_digits", "wasserstein2",
     "exact_match", "bleu", "chrf",

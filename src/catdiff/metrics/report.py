@@ -40,6 +40,11 @@ UNITS: dict[str, str] = {
     "excess": "excess NLL (nats/token)",
     "coherence": "coherence (fraction)",
     "component_kl": "component KL (nats)",
+    "component_entropy": "component entropy (nats)",
+    "component_entropy_true": "true component entropy (nats)",
+    "state_kl": "state KL (nats/position)",
+    "state_entropy": "state entropy (nats/position)",
+    "state_entropy_true": "true state entropy (nats/position)",
     "entropy_per_token": "entropy (nats/token)",
     # continuous data and images
     "w2": "W2 (data units)",

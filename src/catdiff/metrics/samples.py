@@ -102,14 +102,18 @@ def sample_metrics(
         `dataset.split("test")`, else `real_n` fresh samples (seed `real_seed`). "≥" rather than
         ">" because discrete data has ties at the percentile; exact samples score ≈ 0.99.
         `coherence_threshold` = q (nats per sequence).
-    If the dataset also has `component_log_posterior` and `weights` (the `mixture`):
-      - `component_kl` = KL(ê ‖ w) = Σ_m ê_m ln(ê_m / w_m) in nats, where ê is the histogram of each
-        sample's most likely component argmax_m p(c = m | x) and w the mixture weights. Terms with
-        ê_m = 0 contribute 0 (0 ln 0 = 0; no smoothing needed in this direction, so it is finite:
-        at most ln(1 / min w), reached when every sample comes from the lightest component).
-        ≈ (M − 1) / (2N) for exact samples; ln M when a uniform mixture collapses onto one mode.
-      - `components_covered` = number of components that are the argmax of ≥ 1 sample, and
-        `components_total` = M.
+    If the dataset also has `latent_assignments` / `latent_marginals` (coverage of its hidden
+    variable; `mixture`: the component, name "component"; `hmm`: the state at every position, name
+    "state"), with ê_g the histogram of the samples' most likely latent at slot g (argmax of the
+    exact posterior) and p_g its true law:
+      - `<name>_kl` = mean_g KL(ê_g ‖ p_g) = Σ_c ê ln(ê / p) in nats (0 ln 0 = 0, so it is finite: at
+        most ln(1 / min p)). ≈ (C − 1) / (2N) for exact samples on `mixture`; ln M when a uniform
+        mixture collapses onto one mode. On `hmm` exact samples score above 0 too (the posterior
+        argmax is not the state), so compare with the oracle's row.
+      - `<name>_entropy` = mean_g H(ê_g) and `<name>_entropy_true` = mean_g H(p_g), nats: a
+        mode-seeking sampler shows as an entropy below the truth.
+      - one slot (`mixture`): `components_covered` = number of components that are the argmax of
+        ≥ 1 sample, and `components_total` = M.
     """
     x = _tokens(samples)
     n, seq_len = x.shape
@@ -133,19 +137,28 @@ def sample_metrics(
         out["coherence"] = float((lp >= q).to(torch.float64).mean())
         out["coherence_threshold"] = q
 
-        if hasattr(dataset, "component_log_posterior") and hasattr(dataset, "weights"):
-            w = torch.as_tensor(dataset.weights).to(torch.float64).reshape(-1)  # (M,)
-            post = torch.as_tensor(dataset.component_log_posterior(x))  # (N, M)
-            comp = post.argmax(dim=1)  # (N,)
-            emp = torch.bincount(comp, minlength=w.numel()).to(torch.float64) / n  # (M,)
-            nz = emp > 0
-            out["component_kl"] = float((emp[nz] * (emp[nz] / w[nz]).log()).sum())
-            out["components_covered"] = float(int(nz.sum()))
-            out["components_total"] = float(w.numel())
+        if hasattr(dataset, "latent_assignments"):
+            out.update(latent_coverage(dataset, x))
 
     out["unigram_entropy"] = unigram_entropy(x, getattr(dataset, "vocab_size", None))
     for k in range(1, max_n + 1):
         out[f"distinct_{k}"] = distinct_n(x, k)
+    return out
+
+
+def latent_coverage(dataset: Any, x: torch.Tensor) -> dict[str, float]:
+    """Coverage of the dataset's hidden variable by samples x (N, L): see `sample_metrics`."""
+    name = dataset.latent_name
+    truth = torch.as_tensor(dataset.latent_marginals()).to(torch.float64)  # (G, C)
+    a = torch.as_tensor(dataset.latent_assignments(x)).long()  # (N, G)
+    emp = torch.nn.functional.one_hot(a, truth.shape[1]).to(torch.float64).mean(0)  # (G, C)
+    xlogx = torch.special.xlogy(emp, emp)  # 0 ln 0 = 0
+    kl = (xlogx - torch.special.xlogy(emp, truth)).sum(1)  # (G,)
+    out = {f"{name}_kl": float(kl.mean()), f"{name}_entropy": float(-xlogx.sum(1).mean()),
+           f"{name}_entropy_true": float(-torch.special.xlogy(truth, truth).sum(1).mean())}
+    if truth.shape[0] == 1:
+        out[f"{name}s_covered"] = float(int((emp > 0).sum()))
+        out[f"{name}s_total"] = float(truth.shape[1])
     return out
 
 

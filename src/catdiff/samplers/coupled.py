@@ -27,17 +27,22 @@ KINDS = LATENT_KINDS  # the latent channel's reverse kernel
 
 @dataclass
 class Options(masked.Options):
-    """`sample:` section of LDDM-FUJI: the masked options for the tokens, the latent kernel, guidance."""
+    """`sample:` section of LDDM-FUJI: the masked options for the tokens, the latent kernel, guidance,
+    and `latent_steps` (the latent first, then the tokens: LDDMFuji.sample)."""
 
     sampler: str = _help("latent kernel: ddim | ddpm (auto: the method's default)", "auto",
                          choices=("auto", *KINDS))
     guidance: float = _help("latent guidance w: logits_c + w (logits_c - logits_∅); 0 = off; each "
                             "guided evaluation costs two network calls of the budget", 0.0)
+    latent_steps: int | None = _help("network calls that move the latent alone before the token chain "
+                                     "(FUJI: unset = the joint chain; SEQ: unset = steps)", None)
 
     def __post_init__(self):
         check_kind(self.sampler, ("auto", *KINDS))
         if not self.guidance >= 0:
             raise ConfigError(f"sample.guidance must be >= 0, got {self.guidance}")
+        if self.latent_steps is not None and self.latent_steps < 1:
+            raise ConfigError(f"sample.latent_steps must be >= 1, got {self.latent_steps}")
         _chain(super())
 
 
@@ -45,13 +50,6 @@ class Options(masked.Options):
 class SequentialOptions(Options):
     """`sample:` section of LDDM-SEQ: `steps` is the token chain's budget, `latent_steps` the latent
     chain's (unset: the same); the reported calls are their sum."""
-
-    latent_steps: int | None = _help("network-call budget of the latent chain (unset: steps)", None)
-
-    def __post_init__(self):
-        if self.latent_steps is not None and self.latent_steps < 1:
-            raise ConfigError(f"sample.latent_steps must be >= 1, got {self.latent_steps}")
-        _chain(super())
 
 
 def guided_evaluations(steps: int, guidance: float) -> int:

@@ -230,22 +230,107 @@ def test_external_encoder_hook():
     assert m.encode(x).shape == (len(x), 1, 4)
 
 
+def _encoder_grad(name, **kw) -> float:
+    m = build(name, latent_drop=0.0, **kw)
+    for p in m.parameters():  # leave the zero inits so that every path carries gradient
+        p.data.add_(0.02 * torch.randn_like(p))
+    m.train()
+    m(data(), torch.Generator().manual_seed(0)).loss.backward()
+    return sum(0.0 if p.grad is None else float(p.grad.abs().sum()) for p in m.encoder.parameters())
+
+
 @pytest.mark.parametrize("name", ["lddm-fuji", "lddm-seq"])
 def test_latent_grad_off_keeps_the_latent_loss_out_of_the_encoder(name):
-    """With w_x = 0 only the latent terms remain: their gradient reaches the encoder iff latent_grad."""
-    grads = {}
-    for flag in (True, False):
-        m = build(name, w_x=0.0, latent_drop=0.0, latent_grad=flag)
-        for p in m.parameters():
-            p.data.add_(0.02 * torch.randn_like(p))
-        m.train()
-        m(data(), torch.Generator().manual_seed(0)).loss.backward()
-        grads[flag] = sum(0.0 if p.grad is None else float(p.grad.abs().sum()) for p in m.encoder.parameters())
-    assert grads[True] > 0
-    if name == "lddm-seq":  # SEQ: g's input is sg[y_0] too, so nothing reaches the encoder
-        assert grads[False] == 0
-    else:  # FUJI: the joint network's input y_t still carries the latent loss's gradient
-        assert grads[False] < grads[True]
+    """With w_x = 0 only the latent terms remain: their gradient reaches the encoder iff latent_grad
+    (FUJI: neither through the target nor through the joint network's noisy input y_t)."""
+    assert _encoder_grad(name, w_x=0.0, latent_grad=True) > 0
+    assert _encoder_grad(name, w_x=0.0, latent_grad=False) == 0
+    assert _encoder_grad(name, w_x=1.0, w_y=0.0, latent_grad=False) > 0  # the token loss still reaches it
+
+
+def test_fuji_pre_fix_path_leaks_the_latent_loss_through_the_input():
+    """detach_latent_input=false is the path before issue 19 (kept for the ablation): L_y's gradient
+    reaches the encoder through y_t although its target is sg[y_0]."""
+    assert _encoder_grad("lddm-fuji", w_x=0.0, latent_grad=False, detach_latent_input=False) > 0
+
+
+def test_fuji_latent_loss_rows_are_reweighted_to_the_batch():
+    """L_y is counted on the rows whose input is sg[y_0] (every other row), times B / their number, so
+    that its batch mean estimates the same expectation; L_x covers every row; eval is unchanged."""
+    m = build("lddm-fuji", latent_drop=0.0)
+    m.train()
+    x = data(12)
+    T = m._terms(Batch(x), torch.Generator().manual_seed(3), train=True)
+    sg = torch.arange(12) % 2 == 1
+    torch.testing.assert_close(T["keep"], sg.float() * 2.0)
+    terms, _ = m.loss_terms(Batch(x), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(terms["latent"].value, 2.0 * sg.float() * (T["diff"] + T["prior"]))
+    assert T["x"].shape == (12, L)
+    m.eval()
+    assert torch.all(m._terms(Batch(x), torch.Generator().manual_seed(3), train=False)["keep"] == 1)
+
+
+def test_latent_spread_total_and_between_share():
+    from catdiff.methods.lddm import latent_spread
+
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 2.0]]).view(4, 1, 2)
+    labels = torch.tensor([0, 0, 1, 1])
+    # mean (0, 0.5); total = Σ_coords Var: var_x = 1, var_y = mean((.5²,.5²,.5²,1.5²)) = 0.75
+    out = latent_spread(y, labels)
+    assert out["y0_var"] == pytest.approx(1.75)
+    # class means (1, 0) and (-1, 1): between = ½(1 + .25) + ½(1 + .25) = 1.25
+    assert out["y0_between_share"] == pytest.approx(1.25 / 1.75)
+    assert "y0_between_share" not in latent_spread(y)
+    assert latent_spread(torch.ones(5, 1, 3))["y0_var"] == 0.0  # a collapsed encoder
+
+
+def test_lddm_diagnostics_are_logged_with_the_training_records(tmp_path):
+    import json
+
+    from catdiff.config import load_config
+    from catdiff.trainer import train
+
+    cfg = load_config("configs/lddm-fuji/mixture.yaml",
+                      ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "train.max_steps=4",
+                       "train.log_every=2", "train.batch_size=16", "train.progress=false",
+                       f"train.out_dir={tmp_path / 'run'}"])
+    train(cfg)
+    recs = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in recs if "loss" in r]
+    assert logged and all(r["y0_var"] > 0 and 0 <= r["y0_between_share"] <= 1 for r in logged)
+    assert recs[0]["step"] == 0 and "y0_var" in recs[0]  # the spread before any update
+
+
+def test_fuji_latent_first_sampling():
+    """sample.latent_steps = k: k calls with every token masked (t_x = 1) move the latent alone down
+    the latent grid, then the token chain runs at the latent range's bottom; calls add up."""
+    m = build("lddm-fuji")
+    m.eval()
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, z_t, y_t, t_x, t_y, drop=None):
+            seen.append((float(t_x[0]), float(t_y[0]), bool((z_t == K).all())))
+            return self.inner(z_t, y_t, t_x, t_y, drop)
+
+    m.net = Spy(m.net)
+    cfg = coupled.Options(steps=4, latent_steps=3)
+    out = m.sample(5, cfg, torch.Generator().manual_seed(0))
+    m.net = m.net.inner
+    lo, hi = m.process.latent.t_range
+    assert out.nfe == 7 and out.info["latent_calls"] == 3 and out.info["token_calls"] == 4
+    assert [s[0] for s in seen[:3]] == [1.0, 1.0, 1.0] and all(s[2] for s in seen[:3])
+    assert [s[1] for s in seen[:3]] == pytest.approx(torch.linspace(hi, lo, 3).tolist(), rel=1e-6)
+    assert all(s[1] == pytest.approx(lo) for s in seen[3:]) and (out.samples < K).all()
+    a = m.sample(5, cfg, torch.Generator().manual_seed(1)).samples
+    b = m.sample(5, cfg, torch.Generator().manual_seed(1)).samples
+    assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="latent_steps"):
+        coupled.Options(latent_steps=0)
 
 
 def test_fuji_lead_runs_the_latent_ahead_of_the_tokens():

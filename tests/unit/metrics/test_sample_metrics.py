@@ -41,6 +41,14 @@ class PeakedMixture(CategoricalDataset):
     def component_log_posterior(self, x):
         return torch.log_softmax(self._log_joint(x.long()), dim=1)
 
+    latent_name = "component"
+
+    def latent_assignments(self, x):  # (B, 1)
+        return self.component_log_posterior(x).argmax(1, keepdim=True)
+
+    def latent_marginals(self):  # (1, M)
+        return self.weights[None]
+
     def sample(self, n, generator, component=None):
         if component is None:
             comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
@@ -115,6 +123,9 @@ def test_sample_metrics_detects_bad_samples(mix):
     assert out["component_kl"] == pytest.approx(math.log(10.0), rel=1e-3)
     assert out["components_covered"] == 1
     assert out["coherence"] > 0.9  # coherent but not diverse: only component KL catches it
+    assert out["component_entropy"] == 0.0  # one component: the entropy shows the collapse too
+    w = mix.weights
+    assert out["component_entropy_true"] == pytest.approx(float(-(w * w.log()).sum()), rel=1e-12)
 
 
 def test_sample_metrics_explicit_real_and_threshold(mix, true_samples):
@@ -218,3 +229,51 @@ def test_generative_perplexity_pools_tokens_not_sequences():
         return torch.tensor([-4.0, -12.0])
 
     assert M.generative_perplexity(x, judge)["gen_ppl"] == pytest.approx(math.exp(2.0))
+
+
+def test_latent_coverage_hand_computed():
+    class Two:
+        latent_name = "state"
+
+        def latent_marginals(self):  # (G=2 slots, C=2)
+            return torch.tensor([[0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
+
+        def latent_assignments(self, x):
+            return x[:, :2]
+
+    x = torch.tensor([[0, 0], [0, 0], [0, 1], [1, 0]])  # slot 0: (3/4, 1/4); slot 1: (3/4, 1/4)
+    out = M.latent_coverage(Two(), x)
+    e = torch.tensor([0.75, 0.25], dtype=torch.float64)
+    kl0 = float((e * (e / torch.tensor([0.5, 0.5], dtype=torch.float64)).log()).sum())
+    kl1 = float((e * (e / torch.tensor([0.9, 0.1], dtype=torch.float64)).log()).sum())
+    assert out["state_kl"] == pytest.approx((kl0 + kl1) / 2, rel=1e-12)
+    assert out["state_entropy"] == pytest.approx(float(-(e * e.log()).sum()), rel=1e-12)
+    h1 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    assert out["state_entropy_true"] == pytest.approx((math.log(2) + h1) / 2, rel=1e-12)
+    assert "states_covered" not in out  # counts only for a single slot
+
+
+def test_hmm_state_coverage():
+    from catdiff.data import synthetic
+
+    ds = synthetic.HMM(seed=0)
+    g = torch.Generator().manual_seed(3)
+    # the true state law p(z_i) = init · trans^i, against an ancestral simulation of the chain
+    n = 20000
+    z = torch.multinomial(ds.init, n, replacement=True, generator=g)
+    freq = [torch.bincount(z, minlength=ds.num_states)]
+    for _ in range(1, ds.seq_len):
+        z = torch.multinomial(ds.trans[z], 1, generator=g).squeeze(1)
+        freq.append(torch.bincount(z, minlength=ds.num_states))
+    emp = torch.stack(freq).double() / n
+    marg = ds.latent_marginals()
+    assert marg.shape == (ds.seq_len, ds.num_states)
+    assert torch.allclose(marg.sum(1), torch.ones(ds.seq_len, dtype=torch.float64))
+    assert (emp - marg).abs().max() < 0.02
+    exact = M.sample_metrics(ds.sample(4000, g), ds, entropy_n=2000)
+    one = ds.sample(4000, g)
+    one[:] = one[0]  # every sample the same sequence: a collapsed sampler
+    collapsed = M.sample_metrics(one, ds, entropy_n=2000)
+    assert exact["state_kl"] < 0.1 < 1.0 < collapsed["state_kl"]
+    assert collapsed["state_entropy"] == 0.0 < exact["state_entropy"]
+    assert exact["state_entropy"] == pytest.approx(exact["state_entropy_true"], abs=0.15)
