@@ -22,7 +22,8 @@ benchmarks/results/few_step/few_step_<dataset>.{json,md,png}.
     # parallel: one training process per core, then one evaluation of them all
     OMP_NUM_THREADS=1 python benchmarks/few_step.py --train-only --seeds 0 &
     OMP_NUM_THREADS=1 python benchmarks/few_step.py --train-only --seeds 1 & wait
-    python benchmarks/few_step.py --eval-only --seeds 0,1
+    python benchmarks/few_step.py --eval-only --seeds 0 & python benchmarks/few_step.py --eval-only --seeds 1 & wait
+    python benchmarks/few_step.py --eval-only --seeds 0,1  # reuses both evaluations, adds the oracle
     python benchmarks/few_step.py --dataset kjv --minutes 10 --judge runs/bench_kjv/ar
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import re
 import shutil
@@ -131,6 +133,23 @@ def evaluate_one(spec: str, seed: int, info: dict, args, judge) -> list[dict]:
                                  for r in step_sweep(m, ds, (4, 8), replace(scfg, latent_steps=ls),
                                                      args.num_samples, judge, False)]
     return out
+
+
+def evaluated(spec: str, seed: int, args, judge) -> list[dict]:
+    """evaluate_one, trained first unless --eval-only; its records are kept in the run folder
+    (few_step_eval.json, with the evaluation settings) and reused by a later --eval-only with the
+    same settings, so that several processes can evaluate disjoint seeds and one merges them."""
+    rd = run_dir(args, seed, spec)
+    key = {k: getattr(args, k) for k in ("num_samples", "passes", "max_examples", "latent_grid", "judge")}
+    cache = rd / "few_step_eval.json"
+    if args.eval_only and cache.exists():
+        kept = json.loads(cache.read_text())
+        if kept["settings"] == key:
+            return kept["records"]
+    info = logged_train_info(rd) if args.eval_only else train_one(spec, seed, args)
+    records = evaluate_one(spec, seed, info, args, judge)
+    cache.write_text(json.dumps({"settings": key, "records": records}))
+    return records
 
 
 def oracle_records(args, seeds) -> list[dict]:
@@ -258,7 +277,7 @@ def report(res: dict) -> str:
         table = {k: {"steps": k} for k in STEPS}
         for r in curves(res):
             for s in r["samples"]:
-                table[s["steps"]][r["method"]] = (s[key] if key in ("nfe", "sec_per_sample")
+                table[s["steps"]][r["method"]] = (s.get(key) if key in ("nfe", "sec_per_sample")
                                                   else _pm(s.get(key), s.get(f"{key}_se")))
         if key.endswith("_entropy"):
             truth = res["methods"][0]["samples"][0].get(f"{key}_true")
@@ -329,9 +348,7 @@ def main(argv=None) -> int:
         for spec in specs:
             for seed in seeds:
                 print(f"[{spec} seed {seed}] ...", flush=True)
-                info = (logged_train_info(run_dir(args, seed, spec)) if args.eval_only
-                        else train_one(spec, seed, args))
-                res["runs"] += evaluate_one(spec, seed, info, args, judge)
+                res["runs"] += evaluated(spec, seed, args, judge)
                 write_result(out, stem, env, res)  # partial results survive
         labels = list(dict.fromkeys(r["method"] for r in res["runs"]))
         res["methods"] = [aggregate([r for r in res["runs"] if r["method"] == m]) for m in labels]

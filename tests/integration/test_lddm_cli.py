@@ -19,14 +19,15 @@ def test_lddm_trains_samples_and_evaluates(name, tmp_path, capsys):
     run = tmp_path / name
     assert main(["train", str(ROOT / f"configs/{name}/mixture.yaml"), *TINY, f"train.out_dir={run}"]) == 0
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {"L_x", "L_y", "prior"} <= set(recs[0])
+    assert recs[0]["step"] == 0 and "y0_var" in recs[0]  # the encoder's spread before any update
+    assert {"L_x", "L_y", "prior", "y0_var", "y0_between_share"} <= set(recs[1])
     seq = ["--latent-steps", "2"] if name == "lddm-seq" else []
     assert main(["sample", str(run), "--steps", "4", "--num-samples", "3", "--guidance", "1.0", *seq]) == 0
     expect = 2 * 2 if name == "lddm-fuji" else 2 + 2 * 2  # guided: 2 evaluations of 2 calls in a budget of 4
     assert f"nfe={expect}" in capsys.readouterr().err
-    if name == "lddm-fuji":  # the latent chain's budget is SEQ's only
-        assert main(["sample", str(run), "--latent-steps", "2"]) == 2
-        assert "--latent-steps does not apply to lddm-fuji runs" in capsys.readouterr().err
+    if name == "lddm-fuji":  # latent first: 2 latent calls, then 4 token calls
+        assert main(["sample", str(run), "--steps", "4", "--latent-steps", "2", "--num-samples", "3"]) == 0
+        assert "nfe=6" in capsys.readouterr().err
     assert main(["eval", str(run), "--steps", "2,4", "--num-samples", "16", "--quiet"]) == 0
     res = json.loads((run / "eval.json").read_text())
     assert res["likelihood"]["bits_per_token"] > 0 and [r["steps"] for r in res["samples"]] == [2, 4]

@@ -58,6 +58,11 @@ class LDDMOptions:
     # ~1e-4; the token denoiser then sees y at that noise level (s ≈ 0.08 for 5.0). None = full range.
     latent_log_snr_max: float | None = 5.0
     independent_times: bool = False  # FUJI: t_y drawn independently of t_x in training
+    # FUJI: share of training rows whose latent sits at the latent range's bottom (t_y = lo, the clean
+    # latent), whatever t_x: the token denoiser learns to read y_0 as latent-first sampling
+    # (`sample.latent_steps`) and SEQ's token denoiser use it [our option, issue 19]. These rows
+    # leave L_y (it is estimated, reweighted, on the others); the reported bound is unaffected.
+    clean_latent: float = 0.0
     w_x: float = 1.0
     w_y: float = 1.0
     latent_loss: str = "elbo"  # "elbo": ½(-SNR')‖y_0 - ŷ_0‖² + prior KL; "mse": ‖y_0 - ŷ_0‖²
@@ -95,6 +100,8 @@ class LDDMOptions:
             raise ConfigError(f"method.latent_loss must be 'elbo' or 'mse', got {self.latent_loss!r}")
         if self.sampler not in ("ddim", "ddpm"):
             raise ConfigError(f"method.sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+        if not 0 <= self.clean_latent < 1:
+            raise ConfigError(f"method.clean_latent must be in [0, 1), got {self.clean_latent}")
         if not 0 <= self.latent_drop < 1 or not 0 <= self.enc_zero_max <= 1:
             raise ConfigError("method.latent_drop must be in [0, 1) and enc_zero_max in [0, 1]")
         if self.lead <= 0:
@@ -269,12 +276,17 @@ class LDDMFuji(LDDM):
         z_t = P.mask(x, t_x, generator)  # (B, L)
         z_t = batch.clean_outside_target(z_t)  # seq2seq: the source stays clean
         y0 = self.encode(self._encoder_input(x, z_t, generator) if train else x)  # (B, P, dp)
-        keep = torch.ones(B, device=x.device)
+        counts = torch.ones(B, dtype=torch.bool, device=x.device)  # rows whose L_y is counted
         y_in = y0
         if train and not o.latent_grad and o.detach_latent_input:  # see LDDMOptions.detach_latent_input
             sg = torch.arange(B, device=x.device) % 2 == 1  # (B,) rows whose latent input is sg[y_0]
             y_in = torch.where(sg.view(-1, 1, 1), y0.detach(), y0)
-            keep = sg.float() * (B / sg.sum().clamp(min=1))  # L_y on the sg rows, reweighted to the batch
+            counts = sg
+        if train and o.clean_latent > 0:  # see LDDMOptions.clean_latent
+            clean = torch.rand(B, generator=generator, device=x.device) < o.clean_latent
+            t_y = torch.where(clean, torch.full_like(t_y, P.latent.t_range[0]), t_y)
+            counts = counts & ~clean
+        keep = counts.float() * (B / counts.sum().clamp(min=1))  # L_y on those rows, reweighted to the batch
         y_t, _ = P.noise(y_in, t_y, generator)
         drop = self._drop(B, generator, x.device) if train else None
         logp, y_hat = self.token_log_probs(z_t, y_t, t_x, t_y, drop)

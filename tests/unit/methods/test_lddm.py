@@ -347,3 +347,40 @@ def test_fuji_lead_runs_the_latent_ahead_of_the_tokens():
     lo, hi = m.process.latent.t_range
     for t_x, t_y in seen:
         assert t_y == pytest.approx(min(max(t_x ** 3, lo), hi), rel=1e-6) and t_y <= t_x
+
+
+def test_standardized_encoder_cannot_collapse():
+    """method.standardize: every coordinate of the pooled encoder output has batch mean 0 and
+    variance 1 in training (BatchNorm without affine), running statistics in eval; so even an
+    encoder whose outputs barely differ yields a spread-out y_0."""
+    m = build("lddm-fuji", standardize=True, normalize=False)
+    m.train()
+    x = data(64)
+    with torch.no_grad():
+        raw = m.encoder(x).mean(1)
+    assert float(raw.var(0).max()) < 0.05  # a mean-pooled encoder at init barely tells inputs apart
+    y = m.encode(x).flatten(1).detach()
+    torch.testing.assert_close(y.mean(0), torch.zeros(4), atol=1e-4, rtol=0)
+    v = raw.var(0, unbiased=False)  # BatchNorm divides by sqrt(v + eps), eps = 1e-5
+    torch.testing.assert_close(y.var(0, unbiased=False), v / (v + 1e-5), atol=1e-4, rtol=1e-4)
+    assert float(y.var(0).min()) > 0.9
+    m.eval()
+    a, b = m.encode(x[:3]), m.encode(x[:3])
+    assert torch.equal(a, b) and not torch.allclose(a, y[:3].view(3, 1, 4))  # running stats, not the batch's
+    assert "enc_norm.running_mean" in m.state_dict()
+
+
+def test_fuji_clean_latent_rows_leave_the_latent_loss():
+    """method.clean_latent: those rows see the latent at t_y = lo and leave L_y, which the remaining
+    counted rows estimate with weights summing to the batch size."""
+    m = build("lddm-fuji", latent_drop=0.0, clean_latent=0.5, independent_times=True)
+    m.train()
+    x = data(64)
+    T = m._terms(Batch(x), torch.Generator().manual_seed(5), train=True)
+    keep = T["keep"]
+    counted = keep > 0
+    assert float(keep.sum()) == pytest.approx(64.0)
+    assert not counted[::2].any()  # even rows feed the encoder, never L_y
+    assert 8 < int(counted.sum()) < 24  # about half of the 32 sg rows are clean
+    with pytest.raises(ConfigError, match="clean_latent"):
+        build("lddm-fuji", clean_latent=1.0)

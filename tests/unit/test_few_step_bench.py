@@ -1,0 +1,65 @@
+"""benchmarks/few_step.py's arithmetic over training seeds: mean ± SE of every numeric field, the
+"below the factorized oracle" rule (excess below it and coverage no worse), method specs with
+overrides, and a page that renders from aggregated records."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "few_step.py"
+
+
+@pytest.fixture(scope="module")
+def fs():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("few_step_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(fs, method, seed, excess, kl):
+    samples = [{"steps": k, "nfe": k, "excess": excess + k * 0.0, "component_kl": kl, "coherence": 0.5,
+                "component_entropy": 2.0, "component_entropy_true": 2.7, "sec_per_sample": 0.01} for k in fs.STEPS]
+    return {"method": method, "seed": seed, "samples": samples,
+            "train": {"steps": 100 + seed, "cpu_s": 60.0, "tokens_per_s": 1e4},
+            "likelihood": {"bits_per_token": 1.0 + 0.1 * seed, "nelbo_nats": 1.0, "nelbo_nats_se": 0.01},
+            "latent": {"y0_var": 30.0, "y0_between_share": 0.9}}
+
+
+def test_mean_and_se_over_seeds(fs):
+    agg = fs.aggregate([record(fs, "m", s, 1.0 + s, 0.1) for s in range(3)])
+    row = agg["samples"][2]
+    assert row["excess"] == pytest.approx(2.0)
+    assert row["excess_se"] == pytest.approx(1.0 / math.sqrt(3))  # sd 1 over 3 seeds
+    assert agg["likelihood"]["bits_per_token"] == pytest.approx(1.1)
+    assert agg["train"]["steps"] == pytest.approx(101.0) and agg["seeds"] == [0, 1, 2]
+    assert math.isnan(fs.aggregate([record(fs, "m", 0, 1.0, 0.1)])["samples"][0]["excess_se"])  # one seed
+
+
+def test_below_the_oracle_needs_coverage_too(fs):
+    oracle = {"excess": 0.8, "component_kl": 0.05, "component_kl_se": 0.0}
+    assert fs.below_oracle({"excess": 0.5, "component_kl": 0.04}, oracle, "component_kl")
+    assert not fs.below_oracle({"excess": 0.9, "component_kl": 0.04}, oracle, "component_kl")
+    # mode-seeking: low excess bought with a collapsed component histogram does not count
+    assert not fs.below_oracle({"excess": -0.1, "component_kl": 1.5}, oracle, "component_kl")
+    # within 2 SE of the difference counts as "no worse"
+    assert fs.below_oracle({"excess": 0.5, "component_kl": 0.07, "component_kl_se": 0.01}, oracle, "component_kl")
+    assert fs.below_oracle({"excess": 0.5}, oracle, "component_kl") is None
+
+
+def test_specs_and_page(fs, tmp_path):
+    assert fs.parse_spec("lddm-fuji+method.lead=2+method.standardize=true") == (
+        "lddm-fuji", ["method.lead=2", "method.standardize=true"])
+    res = {"dataset": "mixture", "budget": {"preset": "tiny", "minutes": 1.0, "seeds": [0, 1]},
+           "methods": [fs.aggregate([record(fs, "mdlm", s, 1.0, 0.1) for s in (0, 1)])],
+           "oracle": fs.aggregate([record(fs, fs.ORACLE, s, 0.8, 0.1) for s in (0, 1)])}
+    page = fs.report(res)
+    assert "## Below the factorized oracle" in page and "truth 2.7" in page
+    fs.plot(res, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
