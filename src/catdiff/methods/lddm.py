@@ -45,7 +45,7 @@ class LDDMOptions:
     # without affine; running statistics in eval) [our encoder regularizer, issue 19]: y_0 cannot
     # collapse to a point, and its spread matches the N(0, I) prior's. A mean-pooled encoder starts
     # nearly constant across inputs; FUJI's token loss, which sees y only as noisily as the tokens,
-    # then shrank it further (y_0 variance 3.8 → 0.001 in 100 steps on `mixture`, tiny preset).
+    # then shrank it further (y_0 variance 3.8 → 0.005 in 100 steps on `mixture`, tiny preset).
     standardize: bool = False
     enc_layers: int = 2  # depth of the latent encoder (same width as the model)
     mask_schedule: str = "linear"  # token channel: MDLM α_t (schedules.MaskSchedule)
