@@ -105,9 +105,7 @@ def encode(method, x: torch.Tensor) -> torch.Tensor:
 def latent_report(method, dataset, n: int = 1024) -> dict:
     """The encoder's y_0 spread over n test rows; between-class share where the data has one class."""
     x = dataset.head("test", n)
-    labels = dataset.latent_assignments(x) if hasattr(dataset, "latent_assignments") else None
-    labels = labels[:, 0] if labels is not None and labels.shape[1] == 1 else None
-    return latent_spread(encode(method, x), labels)
+    return latent_spread(encode(method, x), dataset.latent_labels(x))
 
 
 def evaluate_one(spec: str, seed: int, info: dict, args, judge) -> list[dict]:

@@ -413,10 +413,7 @@ class Trainer:
         if not (self.method.uses_probe and self.is_main):
             return None
         x = self.dataset.head("val", n)
-        assign = getattr(self.dataset, "latent_assignments", None)
-        labels = assign(x) if assign is not None else None
-        labels = labels[:, 0] if labels is not None and labels.shape[1] == 1 else None
-        return Probe(x.to(self.device), labels)
+        return Probe(x.to(self.device), self.dataset.latent_labels(x))
 
     def _start_wandb(self):
         """wandb.init for this run (rank 0): project train.wandb, named after the run folder, files in

@@ -69,3 +69,11 @@ def test_seq_runs_both_stages_from_one_command(tmp_path):
     s1 = json.loads((checkpoint_dir(run / "stage1") / "meta.json").read_text())
     s2 = json.loads((checkpoint_dir(run) / "meta.json").read_text())
     assert s1["step"] == 3 and s2["step"] == 2 and s2["config"]["method"]["stage"] == 2
+
+
+def test_standardize_with_one_sequence_per_batch_is_one_line(tmp_path, capsys):
+    """BatchNorm cannot standardize a batch of one: a config error in one line, exit 2."""
+    code = main(["train", str(ROOT / "configs/lddm-fuji/mixture.yaml"), *TINY, "train.batch_size=1",
+                 f"train.out_dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "method.standardize needs at least 2 sequences" in err and "Traceback" not in err

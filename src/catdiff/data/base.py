@@ -66,6 +66,11 @@ class CategoricalDataset:
         nll = -self.log_prob(self.sample(n, g))
         return float(nll.mean()), float(nll.std() / n**0.5)
 
+    def latent_labels(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(B,) each row's true latent class where the data has one discrete latent per sequence
+        (`mixture`: its most likely component), else None."""
+        return None
+
     def conditionals(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """(B, L, K) float64 exact p(x_i = k | x at observed positions) for every position i.
 

@@ -229,6 +229,9 @@ class Mixture(_Synthetic):
         """(1, M) float64: the true law of the component (the mixture weights)."""
         return self.weights[None]
 
+    def latent_labels(self, x: torch.Tensor) -> torch.Tensor:
+        return self.latent_assignments(x)[:, 0]
+
     def conditionals(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """(B, L, K) exact p(x_i = k | x_observed) = Σ_m p(m | x_observed) probs[m, i, k];
         one-hot of x_i at observed positions (contract in base.py)."""

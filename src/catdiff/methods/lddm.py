@@ -132,6 +132,11 @@ class LDDM(Method):
         self.net = build_joint_network(model_cfg, vocab_in=vocab_size + 1, vocab_out=vocab_size,
                                                 seq_len=seq_len, n_slots=o.n_patches, slot_dim=o.patch_dim)
 
+    @property
+    def t_clean(self) -> float:
+        """The latent range's bottom: where the token denoiser reads a clean latent."""
+        return self.process.latent.t_range[0]
+
     # ---- latent encoder -------------------------------------------------------------------
     def set_encoder(self, fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
         """Use a frozen external encoder x (B, L) → y_0 (B, P, dp) instead of the learned one."""
@@ -145,6 +150,9 @@ class LDDM(Method):
                 y = self.external_encoder(x)
         else:
             y = self.encoder(x).mean(1)  # (B, P·dp)
+            if self.enc_norm is not None and self.training and x.shape[0] < 2:
+                raise ConfigError("method.standardize needs at least 2 sequences per training batch (per process), "
+                                  f"got {x.shape[0]}")
             if self.enc_norm is not None:
                 y = self.enc_norm(y.float())
             y = y.view(x.shape[0], o.n_patches, o.patch_dim)  # (B, P, dp)
@@ -247,7 +255,7 @@ class LDDM(Method):
 
     def _token_chain(self, z: torch.Tensor, y: torch.Tensor, cfg, generator, latent_calls: int) -> SampleOutput:
         """The MDLM chain from z given a fixed clean latent y (fed at the latent range's bottom)."""
-        t_lo = torch.full((z.shape[0],), self.process.latent.t_range[0], device=self.device)
+        t_lo = torch.full((z.shape[0],), self.t_clean, device=self.device)
 
         def denoise(z_t, t):
             return self.token_log_probs(z_t, y, t, t_lo, guidance=cfg.guidance)[0]
@@ -284,7 +292,7 @@ class LDDMFuji(LDDM):
             counts = sg
         if train and o.clean_latent > 0:  # see LDDMOptions.clean_latent
             clean = torch.rand(B, generator=generator, device=x.device) < o.clean_latent
-            t_y = torch.where(clean, torch.full_like(t_y, P.latent.t_range[0]), t_y)
+            t_y = torch.where(clean, torch.full_like(t_y, self.t_clean), t_y)
             counts = counts & ~clean
         keep = counts.float() * (B / counts.sum().clamp(min=1))  # L_y on those rows, reweighted to the batch
         y_t, _ = P.noise(y_in, t_y, generator)
@@ -349,10 +357,6 @@ class LDDMSeq(LDDM):
             return (Stage("joint"),)
         return (Stage("encoder + token denoiser"),
                 Stage("latent denoiser", trains=("latent_in", "latent_net"), steps_key="stage2_steps"))
-
-    @property
-    def t_clean(self) -> float:
-        return self.process.latent.t_range[0]
 
     def latent_denoise(self, y_t: torch.Tensor, t_y: torch.Tensor) -> torch.Tensor:
         """ŷ_0 = g(y_t, t_y): (B, P, dp)."""
