@@ -21,19 +21,21 @@ def start(args) -> dict:
     return envelope(["python", *sys.argv], vars(args))
 
 
-def bench_train(config: str, run_dir: Path, args, extra: list[str], log_every: int = 50) -> dict:
+def bench_train(config: str, run_dir: Path, args, extra: list[str], log_every: int = 50, resume: bool = False) -> dict:
     """Train `config` into run_dir with the benchmark's budget (args.preset, batch_size, steps,
     minutes of this process's CPU time, so that runs sharing the cores get equal compute; seed,
-    progress, overrides; args.data for kjv); returns steps, wall and CPU time, tokens/s."""
+    progress, overrides; args.data for kjv; a checkpoint every args.ckpt_every steps if set);
+    `resume` continues the run from its newest checkpoint (the CPU budget counts across resumes);
+    returns steps, wall and CPU time, tokens/s."""
     over = [f"model.preset={args.preset}", f"train.batch_size={args.batch_size}", f"train.out_dir={run_dir}",
             f"train.max_steps={args.steps}", f"train.max_minutes={args.minutes}", "train.budget_clock=cpu",
-            f"train.log_every={log_every}",
-            "train.ckpt_every=100000", "train.eval_every=0", f"train.progress={str(args.progress).lower()}",
+            f"train.log_every={log_every}", f"train.ckpt_every={getattr(args, 'ckpt_every', None) or 100000}",
+            "train.eval_every=0", f"train.progress={str(args.progress).lower()}",
             f"train.seed={args.seed}", *extra, *args.overrides]
     if args.dataset == "kjv":
         over.append(f"data.path={args.data}")
     t0 = time.time()
-    summary = train(load_config(config, over))
+    summary = train(load_config(config, over), resume=resume)
     if summary["status"] == "interrupted":
         raise SystemExit(f"interrupted while training {run_dir}; finished runs are in the JSON")
     return {"steps": summary["step"], "wall_s": time.time() - t0, "cpu_s": summary["budget_s"],

@@ -67,13 +67,27 @@ def run_dir(args, seed: int, spec: str) -> Path:
     return Path(args.runs) / args.dataset / f"seed{seed}" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)
 
 
+def finished(rd: Path) -> bool:
+    """Whether a run folder holds a finished run: the trainer's closing validation record."""
+    metrics = rd / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    return bool(lines) and "val_bits_per_token" in json.loads(lines[-1])
+
+
 def train_one(spec: str, seed: int, args) -> dict:
+    """Train one run from scratch, or with --resume finish an interrupted one (newest checkpoint)
+    and leave a finished one as it is."""
     name, over = parse_spec(spec)
     rd = run_dir(args, seed, spec)
-    shutil.rmtree(rd, ignore_errors=True)
+    resume = args.resume and any((rd / "checkpoints").glob("step-*"))
+    if resume and finished(rd):
+        print(f"  {rd} is finished; kept", flush=True)
+        return logged_train_info(rd)
+    if not resume:
+        shutil.rmtree(rd, ignore_errors=True)
     a = copy.copy(args)
     a.seed = seed  # bench_train's train.seed
-    info = bench_train(f"configs/{name}/{args.dataset}.yaml", rd, a, [f"train.lr={args.lr}", *over])
+    info = bench_train(f"configs/{name}/{args.dataset}.yaml", rd, a, [f"train.lr={args.lr}", *over], resume=resume)
     return {"run": str(rd), **info}
 
 
@@ -316,6 +330,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/bench_few_step")
     p.add_argument("--out", default="benchmarks/results/few_step")
     p.add_argument("--train-only", action="store_true", help="train the runs, evaluate nothing")
+    p.add_argument("--resume", action="store_true", help="with --train-only: finish interrupted runs from their "
+                   "newest checkpoint, keep finished ones (else every run starts over)")
+    p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps (what --resume resumes)")
     p.add_argument("--eval-only", action="store_true", help="evaluate the runs already trained")
     p.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the JSON")
     p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")

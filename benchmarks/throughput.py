@@ -26,7 +26,9 @@ shared machine hits every mode alike (the order of the modes rotates from round 
      (defaults otherwise), clip_grad_norm_(1.0); no EMA. Same D, heads, layers, K, L, batch.
    Modes: catdiff fp32 (amp off), bf16 (amp bf16), auto (amp auto: the probe's choice is
    recorded; its step is then the bf16 or the fp32 step, so that row is that mode's
-   measurement, not a third one), reference fp32, reference bf16 (autocast). Warm-up steps
+   measurement, not a third one), reference fp32, reference bf16 (autocast), and unless
+   --no-compile catdiff with model.compile=true in fp32 and bf16 ("compiled"; the first warm-up
+   step compiles, its excess over the median step is reported as the one-off cost). Warm-up steps
    excluded; each round times `steps_per_round` steps per mode. Headline: tokens/s of the
    median step (best alongside).
    MFU = flops_per_token x tokens/s / median peak of the dtype in use (fp32 or bf16).
@@ -74,7 +76,7 @@ from catdiff.evaluate import draw_samples
 from catdiff.metrics.report import envelope, finish, write_result
 from catdiff.models.factory import model_size
 from catdiff.models.transformer import PRESETS, flops_per_token, maybe_compile
-from catdiff.runtime import AUTO_MIN_SPEEDUP, amp_dtype, bf16_speedup
+from catdiff.runtime import AUTO_MIN_SPEEDUP, amp_dtype, bf16_speedup, compile_enabled
 from catdiff.trainer import Trainer, lr_at, param_groups
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,13 +152,15 @@ def build_catdiff(cfg, vocab_size: int, seq_len: int):
     return build_method(cfg, SimpleNamespace(vocab_size=vocab_size, seq_len=seq_len))
 
 
-def catdiff_step(cfg, amp: str, vocab_size: int, seq_len: int, batch_size: int, seed: int = 0) -> Callable[[], float]:
+def catdiff_step(cfg, amp: str, vocab_size: int, seq_len: int, batch_size: int, seed: int = 0,
+                 compiled: bool = False) -> Callable[[], float]:
     """One training step as trainer.Trainer runs it (see the module docstring), on a cycle of 4
-    random (B, L) batches; returns the loss. Attributes: .net (the transformer), .dtype
+    random (B, L) batches; returns the loss. `compiled` compiles the network whatever
+    model.compile says (else: as the trainer decides). Attributes: .net (the transformer), .dtype
     (autocast dtype or None), .tokens (per step)."""
     tc = cfg.train
     method = build_catdiff(cfg, vocab_size, seq_len).train()
-    if cfg.model.compile:  # as the trainer does
+    if compiled or compile_enabled(cfg.model.compile, CPU):  # as the trainer does
         method.net = maybe_compile(method.net, True)
     try:  # the trainer's optimizer: fused AdamW over param_groups, else the unfused one
         opt = torch.optim.AdamW(param_groups(method, tc.weight_decay), lr=tc.lr, betas=tc.betas, fused=True)
@@ -360,6 +364,9 @@ def run(*, preset: str = "small", vocab_size: int = 75, seq_len: int = 256, batc
              "catdiff_bf16": catdiff_step(cfg, "bf16", vocab_size, seq_len, batch_size),
              "reference_fp32": reference_step(vocab_size, seq_len, batch_size, size, cfg.train.lr, "fp32"),
              "reference_bf16": reference_step(vocab_size, seq_len, batch_size, size, cfg.train.lr, "bf16")}
+    if compile:  # model.compile=true rows; their first warm-up step compiles (recorded)
+        steps.update({f"compiled_{d}": catdiff_step(cfg, a, vocab_size, seq_len, batch_size, compiled=True)
+                      for d, a in (("fp32", "off"), ("bf16", "bf16"))})
     auto_as = "catdiff_bf16" if auto == torch.bfloat16 else "catdiff_fp32"
     log(f"training: {preset} ({size['n_layers']}x{size['d_model']}, {size['n_heads']} heads), K={vocab_size}, "
         f"L={seq_len}, batch {batch_size}; {budget.warmup} warm-up + {budget.rounds}x{budget.steps_per_round} "
@@ -418,7 +425,7 @@ def training_rows(steps, times, warm, auto_as, cfg, peaks, K, L, size) -> dict:
     modes = {}
     for name, st in steps.items():
         impl, amp = name.split("_")
-        if impl == "catdiff":
+        if impl in ("catdiff", "compiled"):
             net = st.net
             fpt = flops_per_token(net.cfg, L, training=True)
             params = sum(p.numel() for p in net.parameters())
@@ -440,12 +447,16 @@ def training_rows(steps, times, warm, auto_as, cfg, peaks, K, L, size) -> dict:
     ref = modes["reference_fp32"]["tokens_per_s_median"]
     for row in modes.values():
         row["ratio_to_reference_fp32"] = row["tokens_per_s_median"] / ref
-    order = ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "reference_fp32", "reference_bf16"]
-    modes = {k: modes[k] for k in order}
+    order = ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "compiled_fp32", "compiled_bf16", "reference_fp32",
+             "reference_bf16"]
+    modes = {k: modes[k] for k in order if k in modes}
     tps = {k: v["tokens_per_s_median"] for k, v in modes.items()}
-    ratios = {"catdiff_fp32/reference_fp32": tps["catdiff_fp32"] / tps["reference_fp32"],
-              "catdiff_auto/reference_fp32": tps["catdiff_auto"] / tps["reference_fp32"],
-              "catdiff_bf16/reference_bf16": tps["catdiff_bf16"] / tps["reference_bf16"]}
+    pairs = [("catdiff_fp32", "reference_fp32"), ("catdiff_auto", "reference_fp32"), ("catdiff_bf16", "reference_bf16"),
+             ("compiled_fp32", "reference_fp32"), ("compiled_fp32", "catdiff_fp32"), ("compiled_bf16", "catdiff_bf16")]
+    ratios = {f"{a}/{b}": tps[a] / tps[b] for a, b in pairs if a in tps and b in tps}
+    for k in ("compiled_fp32", "compiled_bf16"):  # what compilation costs once: first step minus a median step
+        if k in modes:
+            modes[k]["compile_s"] = modes[k]["step_s"]["warmup"][0] - modes[k]["step_s"]["median"]
     return {"modes": modes, "ratios": ratios, "catdiff_step": "trainer loop body: lr, forward (autocast), loss "
             "read, zero_grad, backward, clip_grad_norm_, fused AdamW(param_groups), EMA",
             "reference_step": "forward (autocast), cross-entropy, zero_grad, backward, clip_grad_norm_(1.0), AdamW"}
@@ -523,7 +534,10 @@ def markdown(res: dict, env: dict) -> str:
         lines.append(f"| {name} | {r['amp']} | {r['dtype']} | {r['params'] / 1e6:.2f} M | "
                      f"{r['flops_per_token'] / g:.4f} | {r['step_s']['median']:.3f} | {r['tokens_per_s_median']:.0f} | "
                      f"{r['tokens_per_s_best']:.0f} | {r['mfu']:.1%} | {r['ratio_to_reference_fp32']:.2f} |")
+    compiled = [f"{k.replace('_', ' ')} {r['compile_s']:.0f} s" for k, r in tr["modes"].items() if "compile_s" in r]
     lines += ["", "Ratios (median tokens/s): " + ", ".join(f"{k} **{v:.2f}**" for k, v in tr["ratios"].items()) + ".",
+              *([f"compiled = catdiff with model.compile=true; one-off compilation (first warm-up step minus the "
+                 f"median step): {', '.join(compiled)}."] if compiled else []),
               "", f"catdiff step: {tr['catdiff_step']}. Reference step: {tr['reference_step']}. FLOPs/token = 6N + "
               "12 n_layers L D (N = matmul weights per token; catdiff: `flops_per_token`, reference: "
               "`reference_flops_per_token` in the script).", ""]
@@ -558,7 +572,7 @@ def main(argv=None) -> dict:
     p.add_argument("--sample-steps", type=int, default=None, help="sampling steps (default 64; quick 8)")
     p.add_argument("--no-sampling", action="store_true")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="time the compiled sampling path (default: on, off with --quick)")
+                   help="time the compiled training steps and sampling path (default: on, off with --quick)")
     p.add_argument("--vocab-size", type=int, default=75, help="K (default 75, KJV's characters)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)

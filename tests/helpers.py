@@ -79,3 +79,20 @@ def train_mixture_runs(base, overrides, names=("mdlm", "difformer", "ar")) -> di
         assert main(["train", str(root / f"configs/{name}/mixture.yaml"), *overrides,
                      f"train.out_dir={out[name]}"]) == 0
     return out
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (benchmarks/ on sys.path for its `common` import;
+    registered in sys.modules, which dataclasses need to resolve their module)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if str(script.parent) not in sys.path:
+        sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -38,7 +38,7 @@ class ModelConfig:
     time_cond: bool = True
     abs_pos: bool = True  # learned absolute positions on top of rotary (see TransformerConfig)
     local_mix: int = 0  # depthwise conv kernel in front of attention, bidirectional only (see TransformerConfig)
-    compile: bool = False
+    compile: bool | str = "auto"  # true | false | auto (runtime.compile_enabled: CUDA yes, CPU/MPS no)
     checkpoint: bool = False  # activation checkpointing of every block (TransformerConfig.checkpoint)
 
 
@@ -314,6 +314,7 @@ def _one_of(*choices):
 RANGES = {
     "model.d_model": _at_least(1), "model.n_layers": _at_least(1), "model.n_heads": _at_least(1),
     "model.mlp_ratio": ((lambda v: v > 0), "> 0"), "model.dropout": _in(0.0, 1.0), "model.local_mix": _at_least(0),
+    "model.compile": ((lambda v: v in (True, False, "auto")), "true | false | auto"),
     "train.max_steps": _at_least(1), "train.batch_size": _at_least(1), "train.lr": ((lambda v: v > 0), "> 0"),
     "train.weight_decay": _at_least(0.0), "train.warmup_steps": _at_least(0),
     "train.min_lr_ratio": _in(0.0, 1.0, closed_hi=True), "train.grad_clip": _at_least(0.0),

@@ -78,3 +78,17 @@ def autocast(mode: str, device: torch.device):
 
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+# ---- compilation ----------------------------------------------------------------------------
+def compile_enabled(setting: bool | str, device: torch.device) -> bool:
+    """Whether `model.compile` = true | false | auto compiles the network on `device`. auto: on CUDA
+    (fused elementwise kernels, fewer launches), not on CPU or MPS: on a 2-core AMD EPYC
+    (benchmarks/results/throughput, 6x384 KJV step) the compiled training step was 1.00x the eager
+    one in fp32 and 1.08x in bf16, after 55 s and 38 s of compilation, and the compiled sampling
+    chain 0.77x the eager one: nothing a run of minutes wins back."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise ConfigError(f"model.compile must be true, false or auto, got {setting!r}")

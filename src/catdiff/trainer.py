@@ -38,7 +38,7 @@ from . import registry, rundir
 from .build import build_dataset, build_method, method_options, rebuild_dataset
 from .config import Config, build_config, from_mapping, resolve_data_paths, save_config, validate_method_section
 from .errors import CatdiffError, CheckpointError, ConfigError, MissingExtra, TrainingError
-from .runtime import amp_dtype, resolve_device
+from .runtime import amp_dtype, compile_enabled, resolve_device
 from .structs import Probe
 
 # keys that may differ between a run and its resumption (a run directory may be moved or copied:
@@ -250,7 +250,7 @@ class Trainer:
             self._build(build_dataset(cfg.data))
             if tc.init_from:
                 self._init_from(Path(tc.init_from))
-        if cfg.model.compile:
+        if compile_enabled(cfg.model.compile, self.device):
             from .models.transformer import maybe_compile
             self.method.net = maybe_compile(self.method.net, True)
         try:  # fused AdamW: one kernel per step on CPU and GPU (torch >= 2.4)

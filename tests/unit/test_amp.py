@@ -115,3 +115,17 @@ def test_fp16_training_on_cpu_uses_loss_scaling(tmp_path):
     assert trainer.scaler is not None and trainer.amp_dtype is torch.float16
     summary = trainer.fit()
     assert summary["status"] == "done" and math.isfinite(summary["val_bits_per_token"])
+
+
+def test_compile_auto_compiles_on_cuda_only_and_the_config_takes_true_false_auto():
+    cuda, mps = torch.device("cuda"), torch.device("mps")
+    assert runtime.compile_enabled("auto", cuda) is True
+    assert runtime.compile_enabled("auto", CPU) is False and runtime.compile_enabled("auto", mps) is False
+    assert runtime.compile_enabled(True, CPU) is True and runtime.compile_enabled(False, cuda) is False
+    with pytest.raises(ConfigError, match="model.compile"):
+        runtime.compile_enabled("yes", CPU)
+    assert load_config("configs/mdlm/mixture.yaml").model.compile == "auto"
+    assert load_config("configs/mdlm/mixture.yaml", ["model.compile=true"]).model.compile is True
+    assert load_config("configs/mdlm/mixture.yaml", ["model.compile=false"]).model.compile is False
+    with pytest.raises(ConfigError, match="model.compile"):
+        load_config("configs/mdlm/mixture.yaml", ["model.compile=fast"])

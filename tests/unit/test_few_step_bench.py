@@ -4,23 +4,15 @@ overrides, and a page that renders from aggregated records."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "few_step.py"
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def fs():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("few_step_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("few_step")
 
 
 def record(fs, method, seed, excess, kl):
@@ -63,3 +55,25 @@ def test_specs_and_page(fs, tmp_path):
     assert "## Below the factorized oracle" in page and "truth 2.7" in page
     fs.plot(res, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_resume_finishes_an_interrupted_run_and_keeps_a_finished_one(fs, tmp_path):
+    import json
+
+    args = fs.argparse.Namespace(dataset="mixture", preset="tiny", batch_size=8, steps=4, minutes=5.0, seed=0,
+                                 progress=False, lr=1e-3, overrides=["train.log_every=1"], runs=str(tmp_path),
+                                 resume=False, ckpt_every=2, tag="")
+    fs.train_one("mdlm", 0, args)
+    rd = fs.run_dir(args, 0, "mdlm")
+    assert fs.finished(rd) and sorted(p.name for p in (rd / "checkpoints").glob("step-*"))[-1] == "step-00000004"
+    args.resume = True
+    before = (rd / "metrics.jsonl").read_text()
+    assert fs.train_one("mdlm", 0, args)["steps"] == 4 and (rd / "metrics.jsonl").read_text() == before  # kept
+    # interrupted (no closing validation): resumed from its newest checkpoint and run to the new cap
+    args.steps = 6
+    lines = before.splitlines()
+    (rd / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    info = fs.train_one("mdlm", 0, args)
+    assert info["steps"] == 6 and fs.finished(rd)
+    steps = [json.loads(x).get("step") for x in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6 and 5 in steps

@@ -4,31 +4,20 @@ contended rule, which allows for the run's own threads at the end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 from catdiff.metrics import report
 from catdiff.models.transformer import TransformerConfig, flops_per_token
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
-
 
 @pytest.fixture(scope="module")
 def tp():
-    spec = importlib.util.spec_from_file_location("throughput_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    return load_benchmark("throughput")
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +105,23 @@ def test_finish_allows_for_the_runs_own_threads(monkeypatch):
     assert contended(quiet, [0.2, 3.0, 3.0]) is False  # 5- and 15-minute averages do not count
     assert contended(None, [2.2, 1.0, 0.5], own_threads=2) is False
     assert contended(None, None, own_threads=2) is None
+
+
+def test_the_compiled_rows_and_their_ratios(tp, tmp_path, monkeypatch):
+    """The compiled modes' bookkeeping (compilation itself is too slow for the suite: the network
+    stays eager here, so only the rows, ratios and the one-off cost field are checked)."""
+    compiled = []
+    monkeypatch.setattr(tp, "maybe_compile", lambda net, on: compiled.append(on) or net)
+    budget = tp.Budget(rounds=1, steps_per_round=1, warmup=1, sizes=(64,), peak_seconds=0.0, sample_steps=2,
+                       sampling_rounds=1)
+    res = tp.run(preset="tiny", seq_len=16, batch_size=2, budget=budget, compile=True, sampling=False, out=tmp_path,
+                 command=["python", "benchmarks/throughput.py"], log=lambda *a: None)["results"]["training"]
+    assert compiled == [True, True]  # the two compiled training modes, nothing else
+    assert list(res["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "compiled_fp32", "compiled_bf16",
+                                  "reference_fp32", "reference_bf16"]
+    for k in ("compiled_fp32", "compiled_bf16"):
+        row = res["modes"][k]
+        assert row["compile_s"] == row["step_s"]["warmup"][0] - row["step_s"]["median"]
+    tps = {k: v["tokens_per_s_median"] for k, v in res["modes"].items()}
+    assert res["ratios"]["compiled_fp32/catdiff_fp32"] == pytest.approx(tps["compiled_fp32"] / tps["catdiff_fp32"])
+    assert "compilation" in (tmp_path / "throughput.md").read_text()
