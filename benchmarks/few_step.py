@@ -7,7 +7,9 @@ cores still get equal compute; steps reached are reported), then measures the li
 {1, 2, 4, 8, 16, 32, 64, 128} token steps, wall-clock per sample and network calls. SEQ's latent
 chain gets as many steps as the tokens (`--latent-grid` adds rows with other latent budgets); FUJI
 is also sampled latent-first (`sample.latent_steps` = the token steps: the latent decided before any
-token). Rows are the mean ± SE over `--seeds`. A method spec may carry config overrides after `+`
+token). Every LDDM run is also sampled given encoded test rows (`DataLatent`: its token chain given
+a true latent, a diagnostic that says whether the latent generator or the token denoiser limits it;
+`--no-data-latent` skips it). Rows are the mean ± SE over `--seeds`. A method spec may carry config overrides after `+`
 (`lddm-fuji+method.detach_latent_input=false`: an ablation row).
 
 mixture: the random-order exact-conditional oracle (factorized) on the same plot, over as many
@@ -24,6 +26,8 @@ benchmarks/results/few_step/few_step_<dataset>.{json,md,png}.
     OMP_NUM_THREADS=1 python benchmarks/few_step.py --train-only --seeds 1 & wait
     python benchmarks/few_step.py --eval-only --seeds 0 & python benchmarks/few_step.py --eval-only --seeds 1 & wait
     python benchmarks/few_step.py --eval-only --seeds 0,1  # reuses both evaluations, adds the oracle
+    # long runs that may be interrupted: checkpoints every 200 steps, rerun the same line to finish
+    OMP_NUM_THREADS=1 python benchmarks/few_step.py --train-only --resume --ckpt-every 200 --seeds 0
     python benchmarks/few_step.py --dataset kjv --minutes 10 --judge runs/bench_kjv/ar
 """
 
@@ -122,8 +126,30 @@ def latent_report(method, dataset, n: int = 1024) -> dict:
     return latent_spread(encode(method, x), dataset.latent_labels(x))
 
 
+DATA_LATENT = " (data latent)"
+
+
+class DataLatent:
+    """An LDDM run sampled with y_0 = E(x) of held-out rows instead of a generated latent: its token
+    chain given a true latent (teacher forcing, not a sampler). Set against the generated-latent
+    curve it says which half limits the few-step samples, the latent generator or the token
+    denoiser. Rows of `y` are used in order and reused from the top once spent."""
+
+    def __init__(self, method, y: torch.Tensor):
+        self.method, self.y, self.device, self.used = method, y, method.device, 0
+
+    def sample(self, n, cfg, generator=None, condition=None):
+        if self.used + n > len(self.y):
+            self.used = 0
+        y = self.y[self.used:self.used + n].to(self.device)
+        self.used += n
+        m = self.method
+        return m._token_chain(m._start(n, condition), y, cfg, generator, 0)
+
+
 def evaluate_one(spec: str, seed: int, info: dict, args, judge) -> list[dict]:
-    """One record per curve of this run: the method as configured, and FUJI also latent-first."""
+    """One record per curve of this run: the method as configured, FUJI also latent-first, and
+    every LDDM run also given data latents (`DataLatent`, a diagnostic)."""
     name, _ = parse_spec(spec)
     cfg, m, ds = load_run(info["run"])
     base = {"seed": seed, "train": info,
@@ -140,6 +166,10 @@ def evaluate_one(spec: str, seed: int, info: dict, args, judge) -> list[dict]:
         rows = [step_sweep(m, ds, (k,), replace(scfg, latent_steps=k), args.num_samples, judge, False)[0]
                 for k in STEPS]
         out.append({"method": f"{spec} (latent first)", **base, "samples": rows})
+    if name.startswith("lddm") and args.data_latent:
+        y = encode(m, ds.head("test", args.num_samples))  # (n, P, dp)
+        out.append({"method": spec + DATA_LATENT, **base,
+                    "samples": step_sweep(DataLatent(m, y), ds, STEPS, scfg, args.num_samples, judge, False)})
     if name == "lddm-seq" and args.latent_grid:
         out[0]["latent_grid"] = [{"latent_steps": ls, **r} for ls in args.latent_grid
                                  for r in step_sweep(m, ds, (4, 8), replace(scfg, latent_steps=ls),
@@ -152,7 +182,8 @@ def evaluated(spec: str, seed: int, args, judge) -> list[dict]:
     (few_step_eval.json, with the evaluation settings) and reused by a later --eval-only with the
     same settings, so that several processes can evaluate disjoint seeds and one merges them."""
     rd = run_dir(args, seed, spec)
-    key = {k: getattr(args, k) for k in ("num_samples", "passes", "max_examples", "latent_grid", "judge")}
+    key = {k: getattr(args, k) for k in ("num_samples", "passes", "max_examples", "latent_grid", "judge",
+                                         "data_latent")}
     cache = rd / "few_step_eval.json"
     if args.eval_only and cache.exists():
         kept = json.loads(cache.read_text())
@@ -239,7 +270,9 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in curves(res):
         ks = [s["steps"] for s in r["samples"]]
-        style = dict(fmt="k--", capsize=2) if r["method"] == ORACLE else dict(fmt="o-", capsize=2, ms=3)
+        style = (dict(fmt="k--", capsize=2) if r["method"] == ORACLE else
+                 dict(fmt="x:", capsize=2, ms=4) if r["method"].endswith(DATA_LATENT) else
+                 dict(fmt="o-", capsize=2, ms=3))
         for a, key in zip(ax, (first, second), strict=True):
             se = [s.get(f"{key}_se", math.nan) for s in r["samples"]]
             a.errorbar(ks, [s[key] for s in r["samples"]], yerr=[0 if not math.isfinite(e) else e for e in se],
@@ -300,12 +333,13 @@ def report(res: dict) -> str:
             r["method"] for r in curves(res)], headers={}), ""]
     if res.get("oracle") and first == "excess":
         table = {k: {"steps": k} for k in STEPS}
-        for r in res["methods"]:
+        samplers = [r for r in res["methods"] if not r["method"].endswith(DATA_LATENT)]  # not a sampler
+        for r in samplers:
             for s, o in zip(r["samples"], res["oracle"]["samples"], strict=True):
                 flag = below_oracle(s, o, second)
                 table[s["steps"]][r["method"]] = "" if flag is None else ("yes" if flag else "no")
         lines += ["## Below the factorized oracle (excess below it, coverage KL no worse)", "",
-                  metrics.format_table(list(table.values()), ["steps"] + [r["method"] for r in res["methods"]],
+                  metrics.format_table(list(table.values()), ["steps"] + [r["method"] for r in samplers],
                                        headers={}), ""]
     for r in res["methods"]:
         if r.get("latent_grid"):
@@ -325,6 +359,8 @@ def main(argv=None) -> int:
     p.add_argument("--passes", type=int, default=2)
     p.add_argument("--max-examples", type=int, default=1024)
     p.add_argument("--latent-grid", default="1,2,4,16", help="SEQ latent step counts at 4 and 8 token steps")
+    p.add_argument("--data-latent", action=argparse.BooleanOptionalAction, default=True,
+                   help="also sample every LDDM run given encoded test rows (teacher-forced latent, a diagnostic)")
     p.add_argument("--judge", default=None, help="AR run directory for gen-PPL (text)")
     p.add_argument("--data", default="../shared/data/kjv.txt")
     p.add_argument("--runs", default="runs/bench_few_step")

@@ -77,3 +77,24 @@ def test_resume_finishes_an_interrupted_run_and_keeps_a_finished_one(fs, tmp_pat
     assert info["steps"] == 6 and fs.finished(rd)
     steps = [json.loads(x).get("step") for x in (rd / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 6 and 5 in steps
+
+
+def test_data_latent_feeds_encoded_rows_in_order_to_the_token_chain(fs):
+    import torch
+
+    from catdiff.build import build_dataset, build_method
+    from catdiff.config import load_config
+
+    cfg = load_config("configs/lddm-seq/mixture.yaml")
+    ds = build_dataset(cfg.data)
+    m = build_method(cfg, ds).eval()
+    x = ds.head("test", 6)
+    y = fs.encode(m, x)  # (6, P, dp)
+    wrapped = fs.DataLatent(m, y)
+    opts = type(m).SampleOptions(steps=2)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        seen = [wrapped.sample(n, opts, g).info for n in (4, 2, 3)]
+    assert torch.equal(seen[0]["latent"], y[:4]) and torch.equal(seen[1]["latent"], y[4:6])
+    assert torch.equal(seen[2]["latent"], y[:3])  # spent: from the top again
+    assert all(s["latent_calls"] == 0 and s["token_calls"] == 2 for s in seen)
