@@ -1,6 +1,7 @@
 """Peak resident memory of a catdiff command, as GNU `time -v` reports it ("Maximum resident set
-size"), read from the kernel's accounting of the finished child (`os.wait4` → ru_maxrss), with the
-command's own exit status. Issue 18's acceptance: `catdiff train configs/mdlm/kjv.yaml` ≤ 2.4 GB.
+size"), read from the kernel's accounting of the finished child (`os.wait4` → ru_maxrss, taken
+by a bare launcher process so that this script's own memory does not count), with the command's
+own exit status. Issue 18's acceptance: `catdiff train configs/mdlm/kjv.yaml` ≤ 2.4 GB.
 
     python benchmarks/memory.py                                   # the KJV training run (10 minutes)
     python benchmarks/memory.py --tag batch32 -- catdiff train configs/mdlm/kjv.yaml train.batch_size=32
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,16 +33,31 @@ DEFAULT = [sys.executable, "-m", "catdiff", "train", "configs/mdlm/kjv.yaml", "-
 ACCEPT_GB = 2.4
 
 
+# Linux carries a process's peak RSS across fork and exec: a child forked from a large process
+# reports at least its parent's peak. So the command is started by a bare interpreter (this
+# launcher, ~10 MB), which waits for it and writes its rusage to the file named first.
+LAUNCHER = """import json, os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+_, status, ru = os.wait4(p.pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"status": os.waitstatus_to_exitcode(status), "maxrss_kib": ru.ru_maxrss,
+               "user_s": ru.ru_utime, "system_s": ru.ru_stime}, f)
+"""
+
+
 def peak_rss(command: list[str]) -> dict:
     """Run `command` to its end; its exit status, wall seconds and peak RSS (bytes; Linux reports
     ru_maxrss in KiB) — of the largest process in its tree that was waited for, as `time -v`."""
     t0 = time.time()
-    proc = subprocess.Popen(command)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    kib = usage.ru_maxrss
-    return {"exit_status": proc.returncode, "wall_s": time.time() - t0, "peak_rss_bytes": kib * 1024,
-            "peak_rss_gb": kib * 1024 / 1e9, "user_s": usage.ru_utime, "system_s": usage.ru_stime}
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "rusage.json"
+        subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(report), *command], check=False)
+        if not report.is_file():
+            raise SystemExit(f"memory.py: could not start {command[0]!r}")
+        r = json.loads(report.read_text())
+    kib = r["maxrss_kib"]
+    return {"exit_status": r["status"], "wall_s": time.time() - t0, "peak_rss_bytes": kib * 1024,
+            "peak_rss_gb": kib * 1024 / 1e9, "user_s": r["user_s"], "system_s": r["system_s"]}
 
 
 def markdown(res: dict) -> str:
