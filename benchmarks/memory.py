@@ -37,7 +37,10 @@ ACCEPT_GB = 2.4
 # reports at least its parent's peak. So the command is started by a bare interpreter (this
 # launcher, ~10 MB), which waits for it and writes its rusage to the file named first.
 LAUNCHER = """import json, os, subprocess, sys
-p = subprocess.Popen(sys.argv[2:])
+try:
+    p = subprocess.Popen(sys.argv[2:])
+except OSError as e:
+    sys.exit(f"memory.py: cannot run {sys.argv[2]!r}: {e.strerror}")
 _, status, ru = os.wait4(p.pid, 0)
 with open(sys.argv[1], "w") as f:
     json.dump({"status": os.waitstatus_to_exitcode(status), "maxrss_kib": ru.ru_maxrss,
@@ -52,8 +55,8 @@ def peak_rss(command: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "rusage.json"
         subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(report), *command], check=False)
-        if not report.is_file():
-            raise SystemExit(f"memory.py: could not start {command[0]!r}")
+        if not report.is_file():  # the launcher said why on stderr
+            raise SystemExit(2)
         r = json.loads(report.read_text())
     kib = r["maxrss_kib"]
     return {"exit_status": r["status"], "wall_s": time.time() - t0, "peak_rss_bytes": kib * 1024,

@@ -26,3 +26,14 @@ def test_a_failing_command_writes_nothing(tmp_path):
     mem = load()
     assert mem.main(["--out", str(tmp_path), sys.executable, "-c", "raise SystemExit(3)"]) == 3
     assert not list(tmp_path.iterdir())
+
+
+def test_a_command_that_cannot_start_is_one_line_and_exit_2(tmp_path, capfd):
+    import pytest
+
+    mem = load()
+    with pytest.raises(SystemExit) as e:
+        mem.main(["--out", str(tmp_path), "--", "no-such-program-here"])
+    assert e.value.code == 2 and not list(tmp_path.iterdir())
+    err = capfd.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot run 'no-such-program-here'" in err and "Traceback" not in err
