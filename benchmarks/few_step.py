@@ -143,8 +143,7 @@ class DataLatent:
             self.used = 0
         y = self.y[self.used:self.used + n].to(self.device)
         self.used += n
-        m = self.method
-        return m._token_chain(m._start(n, condition), y, cfg, generator, 0)
+        return self.method.sample(n, cfg, generator, condition=condition, latent=y)
 
 
 def evaluate_one(spec: str, seed: int, info: dict, args, judge) -> list[dict]:

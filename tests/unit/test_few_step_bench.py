@@ -79,13 +79,14 @@ def test_resume_finishes_an_interrupted_run_and_keeps_a_finished_one(fs, tmp_pat
     assert steps[-1] == 6 and 5 in steps
 
 
-def test_data_latent_feeds_encoded_rows_in_order_to_the_token_chain(fs):
+@pytest.mark.parametrize("name", ["lddm-seq", "lddm-fuji"])
+def test_data_latent_feeds_encoded_rows_in_order_to_the_token_chain(fs, name):
     import torch
 
     from catdiff.build import build_dataset, build_method
     from catdiff.config import load_config
 
-    cfg = load_config("configs/lddm-seq/mixture.yaml")
+    cfg = load_config(f"configs/{name}/mixture.yaml")
     ds = build_dataset(cfg.data)
     m = build_method(cfg, ds).eval()
     x = ds.head("test", 6)

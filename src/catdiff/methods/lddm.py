@@ -308,13 +308,16 @@ class LDDMFuji(LDDM):
                 "mse": squared_norm(target - y_hat), "l2": squared_norm(y0), "keep": keep}
 
     @torch.no_grad()
-    def sample(self, n, cfg, generator=None, condition=None) -> SampleOutput:
-        """The joint chain (both channels move at every call, t_y = t^lead), or with
+    def sample(self, n, cfg, generator=None, condition=None, latent: torch.Tensor | None = None) -> SampleOutput:
+        """The joint chain (both channels move at every call, t_y = t^lead); given `latent` (n, P,
+        dp) the token chain given that clean latent (as LDDMSeq.sample); or with
         `sample.latent_steps` = k the latent first: k calls move y alone from noise to ŷ_0 while every
         token stays masked (t_x = 1), then the token chain runs given that clean latent [our option;
         meant for a network trained with `method.independent_times`, which has seen t_y away from
         t_x]. A factorized first token step cannot then be incoherent: the latent decided first."""
         z = self._start(n, condition)
+        if latent is not None:
+            return self._token_chain(z, latent, cfg, generator, 0)
         if cfg.latent_steps:
             ones = torch.ones(n, device=self.device)
             y, latent_calls = self._latent_chain(lambda y_t, t: self.net(z, y_t, ones, t)[1], n, cfg.latent_steps,
