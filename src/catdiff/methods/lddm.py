@@ -63,6 +63,12 @@ class LDDMOptions:
     # (`sample.latent_steps`) and SEQ's token denoiser use it [our option, issue 19]. These rows
     # leave L_y (it is estimated, reweighted, on the others); the reported bound is unaffected.
     clean_latent: float = 0.0
+    # FUJI: share of training rows whose tokens are all masked (t_x = 1), whatever t_y: the latent
+    # denoiser learns ŷ_0 given no token, the prior that latent-first sampling runs (every token
+    # masked while the latent moves) and that independent times reach only near t_x = 1 [our option,
+    # issue 19, the mirror of clean_latent; drawn disjoint from its rows]. These rows leave L_x (it
+    # is estimated, reweighted, on the others); the reported bound is unaffected.
+    masked_tokens: float = 0.0
     w_x: float = 1.0
     w_y: float = 1.0
     latent_loss: str = "elbo"  # "elbo": ½(-SNR')‖y_0 - ŷ_0‖² + prior KL; "mse": ‖y_0 - ŷ_0‖²
@@ -102,6 +108,9 @@ class LDDMOptions:
             raise ConfigError(f"method.sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
         if not 0 <= self.clean_latent < 1:
             raise ConfigError(f"method.clean_latent must be in [0, 1), got {self.clean_latent}")
+        if not 0 <= self.masked_tokens < 1 or self.clean_latent + self.masked_tokens >= 1:
+            raise ConfigError("method.masked_tokens must be in [0, 1) and clean_latent + masked_tokens < 1, got "
+                              f"{self.masked_tokens} and {self.clean_latent}")
         if not 0 <= self.latent_drop < 1 or not 0 <= self.enc_zero_max <= 1:
             raise ConfigError("method.latent_drop must be in [0, 1) and enc_zero_max in [0, 1]")
         if self.lead <= 0:
@@ -281,17 +290,26 @@ class LDDMFuji(LDDM):
         B = x.shape[0]
         independent = train and o.independent_times
         t_x, t_y = P.times(B, generator, x.device, o.t_min, o.antithetic, independent)
+        split = train and (o.clean_latent > 0 or o.masked_tokens > 0)  # u picks clean / masked rows
+        u = torch.rand(B, generator=generator, device=x.device) if split else None
+        blind = torch.zeros(B, dtype=torch.bool, device=x.device)  # rows with every token masked
+        if train and o.masked_tokens > 0:  # see LDDMOptions.masked_tokens
+            blind = (u >= o.clean_latent) & (u < o.clean_latent + o.masked_tokens)
+            t_x = torch.where(blind, torch.ones_like(t_x), t_x)
         z_t = P.mask(x, t_x, generator)  # (B, L)
+        z_t = torch.where(blind.view(-1, 1), torch.full_like(z_t, self.mask_id), z_t)
         z_t = batch.clean_outside_target(z_t)  # seq2seq: the source stays clean
         y0 = self.encode(self._encoder_input(x, z_t, generator) if train else x)  # (B, P, dp)
         counts = torch.ones(B, dtype=torch.bool, device=x.device)  # rows whose L_y is counted
         y_in = y0
         if train and not o.latent_grad and o.detach_latent_input:  # see LDDMOptions.detach_latent_input
-            sg = torch.arange(B, device=x.device) % 2 == 1  # (B,) rows whose latent input is sg[y_0]
+            # (B,) rows whose latent input is sg[y_0]: every other row, and the blind ones (their L_x is
+            # not counted, so the encoder would learn nothing from them through y_t)
+            sg = (torch.arange(B, device=x.device) % 2 == 1) | blind
             y_in = torch.where(sg.view(-1, 1, 1), y0.detach(), y0)
             counts = sg
         if train and o.clean_latent > 0:  # see LDDMOptions.clean_latent
-            clean = torch.rand(B, generator=generator, device=x.device) < o.clean_latent
+            clean = u < o.clean_latent
             t_y = torch.where(clean, torch.full_like(t_y, self.t_clean), t_y)
             counts = counts & ~clean
         keep = counts.float() * (B / counts.sum().clamp(min=1))  # L_y on those rows, reweighted to the batch
@@ -304,7 +322,9 @@ class LDDMFuji(LDDM):
         diff, prior = P.latent_terms(target, y_hat, t_y, scale)
         if drop is not None:
             keep = keep * (~drop).float()
-        return {"x": masked_nelbo(logp, x, z_t, t_x, P.tokens, self.mask_id), "diff": diff, "prior": prior,
+        keep_x = (~blind).float() * (B / (~blind).sum().clamp(min=1))  # L_x on the other rows, reweighted
+        l_x = masked_nelbo(logp, x, z_t, t_x, P.tokens, self.mask_id) * keep_x.view(-1, 1)
+        return {"x": l_x, "diff": diff, "prior": prior,
                 "mse": squared_norm(target - y_hat), "l2": squared_norm(y0), "keep": keep}
 
     @torch.no_grad()

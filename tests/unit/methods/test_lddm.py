@@ -384,3 +384,43 @@ def test_fuji_clean_latent_rows_leave_the_latent_loss():
     assert 8 < int(counted.sum()) < 24  # about half of the 32 sg rows are clean
     with pytest.raises(ConfigError, match="clean_latent"):
         build("lddm-fuji", clean_latent=1.0)
+
+
+def test_fuji_masked_tokens_rows_train_the_latent_prior():
+    """method.masked_tokens: those rows reach the network with every token masked at t_x = 1, are
+    disjoint from the clean-latent rows, leave L_x (the others' L_x reweighted to the batch) and all
+    count in L_y with a detached latent input (the encoder learns nothing from them)."""
+    m = build("lddm-fuji", latent_drop=0.0, clean_latent=0.25, masked_tokens=0.5, independent_times=True)
+    m.train()
+    seen = {}
+
+    def spy(module, args, out):
+        seen["z"], seen["y"], seen["t_x"], seen["t_y"] = args[:4]
+    m.net.register_forward_hook(spy)
+    x = data(64)
+    T = m._terms(Batch(x), torch.Generator().manual_seed(5), train=True)
+    blind = (seen["z"] == m.mask_id).all(1) & (seen["t_x"] == 1)
+    clean = seen["t_y"] == m.t_clean
+    assert 20 < int(blind.sum()) < 44 and not (blind & clean).any()  # about half of 64
+    assert torch.isfinite(T["x"]).all()
+    assert (T["x"][blind] == 0).all()
+    # the others' L_x is scaled by B / #others: undo it and compare with a plain evaluation
+    ref = masked_nelbo_rows(m, x, seen)
+    torch.testing.assert_close(T["x"][~blind], ref[~blind] * 64 / int((~blind).sum()))
+    keep = T["keep"]
+    assert float(keep.sum()) == pytest.approx(64.0)
+    assert (keep[blind] > 0).all() and not (keep[clean] > 0).any()
+    # L_y of blind rows never reaches the encoder
+    m.zero_grad()
+    (T["keep"] * T["diff"] * blind.float()).sum().backward()
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0 for p in m.encoder.parameters())
+    with pytest.raises(ConfigError, match="masked_tokens"):
+        build("lddm-fuji", clean_latent=0.5, masked_tokens=0.5)
+
+
+def masked_nelbo_rows(m, x, seen):
+    """L_x per token (B, L) of the network's call that `seen` recorded, without any reweighting."""
+    from catdiff.losses import masked_nelbo
+    with torch.no_grad():
+        logp, _ = m.token_log_probs(seen["z"], seen["y"], seen["t_x"], seen["t_y"])
+    return masked_nelbo(logp, x, seen["z"], seen["t_x"], m.process.tokens, m.mask_id)
