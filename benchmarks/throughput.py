@@ -28,7 +28,9 @@ shared machine hits every mode alike (the order of the modes rotates from round 
    recorded; its step is then the bf16 or the fp32 step, so that row is that mode's
    measurement, not a third one), reference fp32, reference bf16 (autocast), and unless
    --no-compile catdiff with model.compile=true in fp32 and bf16 ("compiled"; the first warm-up
-   step compiles, its excess over the median step is reported as the one-off cost). Warm-up steps
+   step compiles, its excess over the median step is reported as the one-off cost); and, when the
+   config has no time conditioning, "adaln fp32": catdiff fp32 with the network of the issue's
+   start (`ISSUE_START`: model.time_cond=true, adaLN in every block). Warm-up steps
    excluded; each round times `steps_per_round` steps per mode. Headline: tokens/s of the
    median step (best alongside).
    MFU = flops_per_token x tokens/s / median peak of the dtype in use (fp32 or bf16).
@@ -37,14 +39,15 @@ shared machine hits every mode alike (the order of the modes rotates from round 
    / L); reference: N = n_layers (3D² qkv + D² out + 8D² MLP) + D K head, with the same attention
    term 12 n_layers L D (QKᵀ and AV, forward + backward) — `reference_flops_per_token`.
    Ratios in the same run: catdiff fp32 / reference fp32, catdiff auto / reference fp32,
-   catdiff bf16 / reference bf16 (median tokens/s).
+   catdiff bf16 / reference bf16, catdiff fp32 / adaln fp32 (median tokens/s).
 3. Sampling: MDLM's sampler (`evaluate.draw_samples`, what `catdiff sample` runs: the sampler
    under the options' autocast, no grad), batch 32, 64 steps, untrained weights (timing only),
-   fixed seed: the old path = the config's sample options with amp off (catdiff before issue 18),
-   the new path = the same with amp auto, and, where the model config has a `compile` option, the
-   new path with the network compiled (`maybe_compile`, as the trainer does). One warm-up chain of
-   2 steps each; timed in the first `sampling_rounds` rounds. nfe (network calls) is reported per
-   path: the same seed makes the same number of calls unless a draw differs under bf16.
+   fixed seed: the old path = catdiff before issue 18 (the issue-start network, `ISSUE_START`,
+   with the config's sample options and amp off), the new path = the configured network with amp
+   auto, and, where the model config has a `compile` option, the new path with the network
+   compiled (`maybe_compile`, as the trainer does). One warm-up chain of 2 steps each; timed in
+   the first `sampling_rounds` rounds. nfe (network calls) is reported per path: the same seed
+   makes the same number of calls unless a draw differs under bf16 or between the networks.
 4. Load: the envelope's load averages at start and end; contended when the 1-min load at start
    exceeded 0.3 or at the end exceeded 0.3 + this run's own threads (`report.finish`).
 
@@ -138,11 +141,16 @@ class PeakMeter:
 
 
 # ---- the catdiff step --------------------------------------------------------------------------
-def kjv_config(preset: str, seq_len: int, batch_size: int, config: str | Path = KJV_CONFIG):
-    """The config `catdiff train configs/mdlm/kjv.yaml` runs, at another preset/L/batch if asked
-    (only its method, model, train and sample sections are used here)."""
+# The network catdiff ran at the start of issue 18: adaLN time conditioning (the KJV config has
+# dropped it since, as MDLM's recipe does). The old sampling path and the "adaln" training row use it.
+ISSUE_START = ("model.time_cond=true",)
+
+
+def kjv_config(preset: str, seq_len: int, batch_size: int, config: str | Path = KJV_CONFIG, extra=()):
+    """The config `catdiff train configs/mdlm/kjv.yaml` runs, at another preset/L/batch if asked,
+    plus `extra` overrides (only its method, model, train and sample sections are used here)."""
     return load_config(config, [f"model.preset={preset}", f"data.seq_len={seq_len}",
-                                f"train.batch_size={batch_size}"])
+                                f"train.batch_size={batch_size}", *extra])
 
 
 def build_catdiff(cfg, vocab_size: int, seq_len: int):
@@ -268,15 +276,17 @@ def reference_step(vocab_size: int, seq_len: int, batch_size: int, size: dict, l
 
 
 # ---- sampling --------------------------------------------------------------------------------
-def sample_paths(cfg, method, batch_size: int, steps: int, compile: bool | None = None) -> dict:
-    """{name: (method, options, how)}: old = the config's sample options with amp off; new = the
-    same with amp auto; new_compiled (when `compile` and the model or sample options have a
-    `compile` option) = new with compilation on. Options unknown to this script are kept as the
+def sample_paths(cfg, method, batch_size: int, steps: int, compile: bool | None = None, old_method=None,
+                 old_how: str = "") -> dict:
+    """{name: (method, options, how)}: old = `old_method` (default: `method`) with the config's
+    sample options and amp off; new = `method` with the same options and amp auto; new_compiled
+    (when `compile` and the model or sample options have a `compile` option) = new with
+    compilation on. Options unknown to this script are kept as the
     config sets them, for every path."""
     base = dataclasses.replace(cfg.sample, steps=steps, batch_size=batch_size, num_samples=batch_size)
     has = {f.name for f in dataclasses.fields(base)}
     off = {"compile": False} if "compile" in has else {}
-    paths = {"old": (method, dataclasses.replace(base, amp="off", **off), "amp off"),
+    paths = {"old": (old_method or method, dataclasses.replace(base, amp="off", **off), "amp off" + old_how),
              "new": (method, dataclasses.replace(base, amp="auto", **off), "amp auto")}
     model_compile = "compile" in {f.name for f in dataclasses.fields(ModelConfig)}
     if compile is None:
@@ -346,6 +356,8 @@ def run(*, preset: str = "small", vocab_size: int = 75, seq_len: int = 256, batc
                else str(config), "sampling": sampling, "compile_sampling": compile, "quick": quick}
     env = envelope(command or ["python", *sys.argv], {**setting, "budget": dataclasses.asdict(budget)})
     cfg = kjv_config(preset, seq_len, batch_size, config)
+    # the issue-start network, when the config no longer is it (else old = the configured network)
+    old_cfg = None if cfg.model.time_cond else kjv_config(preset, seq_len, batch_size, config, ISSUE_START)
     size = model_size(cfg.model)
     setting.update(size, local_mix=cfg.model.local_mix, method=dict(cfg.method), threads=threads,
                    train={k: getattr(cfg.train, k) for k in ("lr", "betas", "weight_decay", "grad_clip", "ema")},
@@ -364,6 +376,8 @@ def run(*, preset: str = "small", vocab_size: int = 75, seq_len: int = 256, batc
              "catdiff_bf16": catdiff_step(cfg, "bf16", vocab_size, seq_len, batch_size),
              "reference_fp32": reference_step(vocab_size, seq_len, batch_size, size, cfg.train.lr, "fp32"),
              "reference_bf16": reference_step(vocab_size, seq_len, batch_size, size, cfg.train.lr, "bf16")}
+    if old_cfg is not None:  # catdiff fp32 with the issue-start network (adaLN): what dropping it bought
+        steps["adaln_fp32"] = catdiff_step(old_cfg, "off", vocab_size, seq_len, batch_size)
     if compile:  # model.compile=true rows; their first warm-up step compiles (recorded)
         steps.update({f"compiled_{d}": catdiff_step(cfg, a, vocab_size, seq_len, batch_size, compiled=True)
                       for d, a in (("fp32", "off"), ("bf16", "bf16"))})
@@ -376,7 +390,9 @@ def run(*, preset: str = "small", vocab_size: int = 75, seq_len: int = 256, batc
     paths, stimes, nfes, swarm, compile_note = {}, {}, {}, {}, {}
     if sampling:
         method = build_catdiff(cfg, vocab_size, seq_len).eval()
-        paths = sample_paths(cfg, method, batch_size, budget.sample_steps, compile)
+        old = None if old_cfg is None else build_catdiff(old_cfg, vocab_size, seq_len).eval()
+        paths = sample_paths(cfg, method, batch_size, budget.sample_steps, compile, old,
+                             "" if old is None else ", " + " ".join(ISSUE_START) + " (issue start)")
         for name, (m, opts, _) in paths.items():  # warm-up: a 2-step chain (the compiled path compiles here)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -425,7 +441,7 @@ def training_rows(steps, times, warm, auto_as, cfg, peaks, K, L, size) -> dict:
     modes = {}
     for name, st in steps.items():
         impl, amp = name.split("_")
-        if impl in ("catdiff", "compiled"):
+        if impl in ("catdiff", "compiled", "adaln"):
             net = st.net
             fpt = flops_per_token(net.cfg, L, training=True)
             params = sum(p.numel() for p in net.parameters())
@@ -447,12 +463,13 @@ def training_rows(steps, times, warm, auto_as, cfg, peaks, K, L, size) -> dict:
     ref = modes["reference_fp32"]["tokens_per_s_median"]
     for row in modes.values():
         row["ratio_to_reference_fp32"] = row["tokens_per_s_median"] / ref
-    order = ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "compiled_fp32", "compiled_bf16", "reference_fp32",
-             "reference_bf16"]
+    order = ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "adaln_fp32", "compiled_fp32", "compiled_bf16",
+             "reference_fp32", "reference_bf16"]
     modes = {k: modes[k] for k in order if k in modes}
     tps = {k: v["tokens_per_s_median"] for k, v in modes.items()}
     pairs = [("catdiff_fp32", "reference_fp32"), ("catdiff_auto", "reference_fp32"), ("catdiff_bf16", "reference_bf16"),
-             ("compiled_fp32", "reference_fp32"), ("compiled_fp32", "catdiff_fp32"), ("compiled_bf16", "catdiff_bf16")]
+             ("compiled_fp32", "reference_fp32"), ("compiled_fp32", "catdiff_fp32"), ("compiled_bf16", "catdiff_bf16"),
+             ("adaln_fp32", "reference_fp32"), ("catdiff_fp32", "adaln_fp32")]
     ratios = {f"{a}/{b}": tps[a] / tps[b] for a, b in pairs if a in tps and b in tps}
     for k in ("compiled_fp32", "compiled_bf16"):  # what compilation costs once: first step minus a median step
         if k in modes:

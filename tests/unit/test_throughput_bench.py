@@ -53,7 +53,8 @@ def test_the_result_holds_every_field(result):
     assert (st["preset"], st["vocab_size"], st["seq_len"], st["batch_size"]) == ("tiny", 75, 32, 4)
     assert st["local_mix"] == 3 and st["method"]["name"] == "mdlm" and st["method"]["schedule"] == "loglinear"
     tr = res["training"]
-    assert list(tr["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "reference_fp32", "reference_bf16"]
+    assert list(tr["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "adaln_fp32", "reference_fp32",
+                                 "reference_bf16"]
     for name, r in tr["modes"].items():
         for key in ("tokens_per_s_median", "tokens_per_s_best", "mfu", "mfu_best", "ratio_to_reference_fp32",
                     "flops_per_token", "dtype", "amp", "step_s"):
@@ -65,12 +66,15 @@ def test_the_result_holds_every_field(result):
     assert tr["modes"]["catdiff_auto"]["dtype"] == res["amp_auto"]["picked"]
     assert tr["modes"]["reference_fp32"]["ratio_to_reference_fp32"] == 1.0
     assert set(tr["ratios"]) == {"catdiff_fp32/reference_fp32", "catdiff_auto/reference_fp32",
-                                 "catdiff_bf16/reference_bf16"}
+                                 "catdiff_bf16/reference_bf16", "adaln_fp32/reference_fp32", "catdiff_fp32/adaln_fp32"}
+    # the configured network has no adaLN; the issue-start one (adaln row, old sampling path) has
+    assert tr["modes"]["adaln_fp32"]["params"] > tr["modes"]["catdiff_fp32"]["params"]
     assert all(math.isfinite(v) and v > 0 for v in tr["ratios"].values())
     # sampling
     sm = res["sampling"]
     assert set(sm["paths"]) == {"old", "new"} and set(sm["ratios"]) == {"new/old"}
     assert sm["paths"]["old"]["options"]["amp"] == "off" and sm["paths"]["new"]["options"]["amp"] == "auto"
+    assert "model.time_cond=true (issue start)" in sm["paths"]["old"]["how"]
     for r in sm["paths"].values():
         assert r["samples_per_s"] > 0 and 1 <= r["nfe"] <= 4 and r["options"]["steps"] == 4
         assert math.isfinite(r["network_mfu"])
@@ -117,8 +121,8 @@ def test_the_compiled_rows_and_their_ratios(tp, tmp_path, monkeypatch):
     res = tp.run(preset="tiny", seq_len=16, batch_size=2, budget=budget, compile=True, sampling=False, out=tmp_path,
                  command=["python", "benchmarks/throughput.py"], log=lambda *a: None)["results"]["training"]
     assert compiled == [True, True]  # the two compiled training modes, nothing else
-    assert list(res["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "compiled_fp32", "compiled_bf16",
-                                  "reference_fp32", "reference_bf16"]
+    assert list(res["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "adaln_fp32", "compiled_fp32",
+                                  "compiled_bf16", "reference_fp32", "reference_bf16"]
     for k in ("compiled_fp32", "compiled_bf16"):
         row = res["modes"][k]
         assert row["compile_s"] == row["step_s"]["warmup"][0] - row["step_s"]["median"]
