@@ -53,8 +53,7 @@ def test_the_result_holds_every_field(result):
     assert (st["preset"], st["vocab_size"], st["seq_len"], st["batch_size"]) == ("tiny", 75, 32, 4)
     assert st["local_mix"] == 3 and st["method"]["name"] == "mdlm" and st["method"]["schedule"] == "loglinear"
     tr = res["training"]
-    assert list(tr["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "adaln_fp32", "reference_fp32",
-                                 "reference_bf16"]
+    assert list(tr["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "reference_fp32", "reference_bf16"]
     for name, r in tr["modes"].items():
         for key in ("tokens_per_s_median", "tokens_per_s_best", "mfu", "mfu_best", "ratio_to_reference_fp32",
                     "flops_per_token", "dtype", "amp", "step_s"):
@@ -66,15 +65,13 @@ def test_the_result_holds_every_field(result):
     assert tr["modes"]["catdiff_auto"]["dtype"] == res["amp_auto"]["picked"]
     assert tr["modes"]["reference_fp32"]["ratio_to_reference_fp32"] == 1.0
     assert set(tr["ratios"]) == {"catdiff_fp32/reference_fp32", "catdiff_auto/reference_fp32",
-                                 "catdiff_bf16/reference_bf16", "adaln_fp32/reference_fp32", "catdiff_fp32/adaln_fp32"}
-    # the configured network has no adaLN; the issue-start one (adaln row, old sampling path) has
-    assert tr["modes"]["adaln_fp32"]["params"] > tr["modes"]["catdiff_fp32"]["params"]
+                                 "catdiff_bf16/reference_bf16"}
     assert all(math.isfinite(v) and v > 0 for v in tr["ratios"].values())
     # sampling
     sm = res["sampling"]
     assert set(sm["paths"]) == {"old", "new"} and set(sm["ratios"]) == {"new/old"}
     assert sm["paths"]["old"]["options"]["amp"] == "off" and sm["paths"]["new"]["options"]["amp"] == "auto"
-    assert "model.time_cond=true (issue start)" in sm["paths"]["old"]["how"]
+    assert sm["paths"]["old"]["how"] == "amp off"  # the shipped config is the issue-start network
     for r in sm["paths"].values():
         assert r["samples_per_s"] > 0 and 1 <= r["nfe"] <= 4 and r["options"]["steps"] == 4
         assert math.isfinite(r["network_mfu"])
@@ -111,16 +108,28 @@ def test_finish_allows_for_the_runs_own_threads(monkeypatch):
     assert contended(None, None, own_threads=2) is None
 
 
-def test_the_compiled_rows_and_their_ratios(tp, tmp_path, monkeypatch):
+def test_the_compiled_and_issue_start_rows(tp, tmp_path, monkeypatch):
     """The compiled modes' bookkeeping (compilation itself is too slow for the suite: the network
-    stays eager here, so only the rows, ratios and the one-off cost field are checked)."""
+    stays eager here, so only the rows, ratios and the one-off cost field are checked); and, for a
+    config without time conditioning, the "adaln" row and the old sampling path on the issue-start
+    network (model.time_cond=true)."""
     compiled = []
     monkeypatch.setattr(tp, "maybe_compile", lambda net, on: compiled.append(on) or net)
+    config = tmp_path / "kjv_no_time.yaml"
+    text = tp.KJV_CONFIG.read_text()
+    config.write_text(text.replace("model: {preset: small, local_mix: 3}", "model: {preset: small, local_mix: 3, "
+                                   "time_cond: false}"))
+    assert config.read_text() != text
     budget = tp.Budget(rounds=1, steps_per_round=1, warmup=1, sizes=(64,), peak_seconds=0.0, sample_steps=2,
                        sampling_rounds=1)
-    res = tp.run(preset="tiny", seq_len=16, batch_size=2, budget=budget, compile=True, sampling=False, out=tmp_path,
-                 command=["python", "benchmarks/throughput.py"], log=lambda *a: None)["results"]["training"]
-    assert compiled == [True, True]  # the two compiled training modes, nothing else
+    full = tp.run(preset="tiny", seq_len=16, batch_size=2, budget=budget, compile=True, config=config, out=tmp_path,
+                  command=["python", "benchmarks/throughput.py"], log=lambda *a: None)["results"]
+    res, sm = full["training"], full["sampling"]
+    assert compiled == [True, True, True]  # the two compiled training modes and the compiled sampling path
+    assert res["modes"]["adaln_fp32"]["params"] > res["modes"]["catdiff_fp32"]["params"]  # adaLN weights
+    assert {"adaln_fp32/reference_fp32", "catdiff_fp32/adaln_fp32"} <= set(res["ratios"])
+    assert "model.time_cond=true (issue start)" in sm["paths"]["old"]["how"]
+    assert sm["paths"]["old"]["options"]["amp"] == "off"
     assert list(res["modes"]) == ["catdiff_fp32", "catdiff_bf16", "catdiff_auto", "adaln_fp32", "compiled_fp32",
                                   "compiled_bf16", "reference_fp32", "reference_bf16"]
     for k in ("compiled_fp32", "compiled_bf16"):
