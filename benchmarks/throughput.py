@@ -141,8 +141,9 @@ class PeakMeter:
 
 
 # ---- the catdiff step --------------------------------------------------------------------------
-# The network catdiff ran at the start of issue 18: adaLN time conditioning (the KJV config has
-# dropped it since, as MDLM's recipe does). The old sampling path and the "adaln" training row use it.
+# The network catdiff ran at the start of issue 18: adaLN time conditioning. The shipped KJV config
+# still has it; for a config without it (model.time_cond=false, as MDLM's recipe), the old sampling
+# path and the "adaln" training row are built with it.
 ISSUE_START = ("model.time_cond=true",)
 
 
@@ -281,8 +282,8 @@ def sample_paths(cfg, method, batch_size: int, steps: int, compile: bool | None 
     """{name: (method, options, how)}: old = `old_method` (default: `method`) with the config's
     sample options and amp off; new = `method` with the same options and amp auto; new_compiled
     (when `compile` and the model or sample options have a `compile` option) = new with
-    compilation on. Options unknown to this script are kept as the
-    config sets them, for every path."""
+    compilation on. Options unknown to this script are kept as the config sets them, for every
+    path."""
     base = dataclasses.replace(cfg.sample, steps=steps, batch_size=batch_size, num_samples=batch_size)
     has = {f.name for f in dataclasses.fields(base)}
     off = {"compile": False} if "compile" in has else {}

@@ -130,6 +130,8 @@ class LDDM(Method):
         o = options
         if (o.stage or o.two_stage) and self.variant != "seq":
             raise ConfigError("method.stage and method.two_stage are for lddm-seq (two-stage training)")
+        if (o.clean_latent or o.masked_tokens) and self.variant != "fuji":
+            raise ConfigError("method.clean_latent and method.masked_tokens are for lddm-fuji (its joint network)")
         self.mask_id = vocab_size
         latent = GaussianSchedule(o.latent_schedule, log_snr_max=o.latent_log_snr_max)
         self.process = CoupledProcess(MaskSchedule(o.mask_schedule, o.eps), latent, vocab_size)

@@ -416,6 +416,9 @@ def test_fuji_masked_tokens_rows_train_the_latent_prior():
     assert all(p.grad is None or float(p.grad.abs().max()) == 0 for p in m.encoder.parameters())
     with pytest.raises(ConfigError, match="masked_tokens"):
         build("lddm-fuji", clean_latent=0.5, masked_tokens=0.5)
+    for kw in ({"masked_tokens": 0.25}, {"clean_latent": 0.5}):  # FUJI-only: SEQ refuses, never ignores
+        with pytest.raises(ConfigError, match="are for lddm-fuji"):
+            build("lddm-seq", **kw)
 
 
 def masked_nelbo_rows(m, x, seen):
