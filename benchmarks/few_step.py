@@ -16,8 +16,9 @@ mixture: the random-order exact-conditional oracle (factorized) on the same plot
 sampling seeds as training seeds; coverage columns (component KL to the true weights, component
 entropy), the encoder's y_0 spread (total variance, between-component share), and a row counts as
 "below the oracle" only when its excess is below the oracle's and its component KL is no worse
-(mean KL ≤ oracle mean + 2 SE of the difference). hmm: state KL / entropy instead. binsaw: R² of
-linear and small-MLP probes from y_0 to the true shift. Writes
+(mean KL ≤ oracle mean + 2 SE of the difference). hmm: state KL / entropy instead. binsaw: shift-bin
+KL / entropy (16 bins of the shift's phase, `BinSaw.latent_assignments`) and R² of linear and
+small-MLP probes from y_0 to the true shift. Writes
 benchmarks/results/few_step/few_step_<dataset>.{json,md,png}.
 
     python benchmarks/few_step.py --dataset mixture --minutes 10 --seeds 0,1,2
@@ -249,7 +250,7 @@ def below_oracle(row: dict, oracle: dict, cov: str) -> bool | None:
 def main_metric(rows: list[dict]) -> tuple[str, str]:
     r = rows[0]
     if "excess" in r:
-        return "excess", next((k for k in ("component_kl", "state_kl") if k in r), "coherence")
+        return "excess", next((k for k in ("component_kl", "state_kl", "shift_kl") if k in r), "coherence")
     if "fd_digits" in r:
         return "fd_digits", "unigram_entropy"
     return ("gen_ppl" if "gen_ppl" in r else "unigram_entropy"), "unigram_entropy"
@@ -315,7 +316,7 @@ def report(res: dict) -> str:
     lines += ["## Training and likelihood (mean ± SE over training seeds)", "",
               metrics.format_table(lrows, cols, headers={}), ""]
     first, second = main_metric(res["methods"][0]["samples"])
-    keys = [first, second] + [k for k in ("component_entropy", "state_entropy", "coherence")
+    keys = [first, second] + [k for k in ("component_entropy", "state_entropy", "shift_entropy", "coherence")
                               if k in res["methods"][0]["samples"][0] and k not in (first, second)]
     for key in keys + ["nfe", "sec_per_sample"]:
         table = {k: {"steps": k} for k in STEPS}

@@ -306,7 +306,8 @@ def render(result: dict) -> str:
     rows = result["samples"]
     if rows:
         cols = ["steps", "nfe"] + [k for k in ("w2", "sample_nll", "excess", "coherence", "component_kl",
-                                              "component_entropy", "state_kl", "state_entropy", "fd_digits",
+                                              "component_entropy", "state_kl", "state_entropy", "shift_kl",
+                                              "shift_entropy", "fd_digits",
                                               "fd_digits_train", "gen_ppl", "unigram_entropy", "mauve", "distinct_2",
                                               "exact_match", "token_accuracy", "length_accuracy", "bleu",
                                               "chrf") if k in rows[0]]

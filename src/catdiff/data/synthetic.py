@@ -439,6 +439,10 @@ class BinSaw(_Synthetic):
         self._log_w = torch.from_numpy(log_w)  # (Q,)
         self._logit = p.log() - (-p).log1p()  # (L, Q) log p - log(1-p)
         self._base = (-p).log1p().sum(0) + self._log_w  # (Q,) Σ_i log(1-p_i) + log weight
+        # shift-phase bins of the coverage metric (latent_assignments); a bin edge is a piece edge
+        self.shift_bins = math.gcd(self.seq_len // math.gcd(self.seq_len, self.n_saws), 16)
+        phase = torch.remainder(self.n_saws * self.quad_nodes, 1.0)
+        self._node_bin = (phase * self.shift_bins).floor().long().clamp_(max=self.shift_bins - 1)
 
     def probs_given_shift(self, u: torch.Tensor) -> torch.Tensor:
         """(B, L) float64 p_i(u) = P(x_i = 1 | u) for shifts u of shape (B,)."""
@@ -457,6 +461,31 @@ class BinSaw(_Synthetic):
             for xb in x.split(chunk)
         ]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    latent_name = "shift"
+
+    def latent_assignments(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1) the most likely shift-phase bin of each sequence: argmax_c p(φ ∈ bin c | x).
+
+        The pattern depends on u only through its phase φ = (n_saws · u) mod 1, split into
+        C = `shift_bins` = gcd(16, L / gcd(L, n_saws)) equal bins (16 at L = 128, n_saws = 2), so
+        that rotating a sequence by whole positions permutes the bins cyclically and the bins of
+        exact samples are exactly uniform). p(φ-bin | x) sums the posterior over u on the
+        quadrature nodes of `log_prob` (the bin edges fall on piece edges, so no node straddles).
+        """
+        self._check_tokens(x)
+        x = x.to(torch.float64)
+        chunk = max(1, 2**22 // self._base.numel())
+        out = [torch.zeros(0, 1, dtype=torch.long)]
+        for xb in x.split(chunk):
+            post = torch.softmax(xb @ self._logit + self._base, dim=1)  # (b, Q)
+            mass = post.new_zeros(len(xb), self.shift_bins).index_add_(1, self._node_bin, post)
+            out.append(mass.argmax(1, keepdim=True))
+        return torch.cat(out)
+
+    def latent_marginals(self) -> torch.Tensor:
+        """(1, C) float64: the true law of the shift-phase bin, uniform (u ~ U[0, 1])."""
+        return torch.full((1, self.shift_bins), 1.0 / self.shift_bins, dtype=torch.float64)
 
     def sample_with_latent(
         self, n: int, generator: torch.Generator

@@ -45,6 +45,9 @@ UNITS: dict[str, str] = {
     "state_kl": "state KL (nats/position)",
     "state_entropy": "state entropy (nats/position)",
     "state_entropy_true": "true state entropy (nats/position)",
+    "shift_kl": "shift-bin KL (nats)",
+    "shift_entropy": "shift-bin entropy (nats)",
+    "shift_entropy_true": "true shift-bin entropy (nats)",
     "entropy_per_token": "entropy (nats/token)",
     # continuous data and images
     "w2": "W2 (data units)",

@@ -104,15 +104,16 @@ def sample_metrics(
         `coherence_threshold` = q (nats per sequence).
     If the dataset also has `latent_assignments` / `latent_marginals` (coverage of its hidden
     variable; `mixture`: the component, name "component"; `hmm`: the state at every position, name
-    "state"), with ê_g the histogram of the samples' most likely latent at slot g (argmax of the
-    exact posterior) and p_g its true law:
+    "state"; `binsaw`: the bin of the shift's phase, name "shift"), with ê_g the histogram of the
+    samples' most likely latent at slot g (argmax of the exact posterior) and p_g its true law:
       - `<name>_kl` = mean_g KL(ê_g ‖ p_g) = Σ_c ê ln(ê / p) in nats (0 ln 0 = 0, so it is finite: at
         most ln(1 / min p)). ≈ (C − 1) / (2N) for exact samples on `mixture`; ln M when a uniform
         mixture collapses onto one mode. On `hmm` exact samples score above 0 too (the posterior
         argmax is not the state), so compare with the oracle's row.
       - `<name>_entropy` = mean_g H(ê_g) and `<name>_entropy_true` = mean_g H(p_g), nats: a
         mode-seeking sampler shows as an entropy below the truth.
-      - one slot (`mixture`): `components_covered` = number of components that are the argmax of
+        On `binsaw` 4096 exact samples score 0.0015 (16 bins).
+      - one slot (`mixture`, `binsaw`): `components_covered` = number of components that are the argmax of
         ≥ 1 sample, and `components_total` = M.
     """
     x = _tokens(samples)

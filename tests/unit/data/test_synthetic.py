@@ -221,6 +221,43 @@ def test_binsaw_has_no_conditionals():
         ds.conditionals(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.bool))
 
 
+def test_binsaw_shift_bin_is_the_argmax_of_a_brute_force_posterior():
+    """All 2^8 sequences of L = 8, n_saws = 2 (C = gcd(16, 8/2) = 4 phase bins): p(bin | x) by a
+    fine midpoint rule over u against `latent_assignments`, skipping near-ties."""
+    ds = BinSaw(seq_len=8, n_saws=2, c=0.1)
+    assert ds.shift_bins == 4 and ds.latent_marginals().tolist() == [[0.25] * 4]
+    table = _all_sequences(8, 2)
+    u = (torch.arange(200_000, dtype=torch.float64) + 0.5) / 200_000
+    p = ds.probs_given_shift(u)  # (U, L)
+    loglik = table.double() @ (p.log() - (-p).log1p()).T + (-p).log1p().sum(1)  # (2^L, U)
+    post = torch.softmax(loglik, 1)
+    bins = (torch.remainder(2 * u, 1.0) * 4).floor().long()
+    mass = torch.zeros(len(table), 4, dtype=torch.float64).index_add_(1, bins, post)
+    top2 = mass.topk(2, 1).values
+    clear = top2[:, 0] - top2[:, 1] > 1e-6
+    assert int(clear.sum()) >= 64  # 100 of 256: the triangle's mirror symmetry makes many ties
+    got = ds.latent_assignments(table)[:, 0]
+    assert torch.equal(got[clear], mass.argmax(1)[clear])
+
+
+def test_binsaw_shift_bins_rotate_with_the_sequence_and_cover_exact_samples():
+    from catdiff.metrics import latent_coverage
+
+    ds = BinSaw()  # L = 128, n_saws = 2: one phase bin of 1/16 = 4 positions
+    x, u = ds.sample_with_latent(4096, torch.Generator().manual_seed(0))
+    a = ds.latent_assignments(x)[:, 0]
+    assert a.shape == (4096,) and ds.latent_assignments(x[:0]).shape == (0, 1)
+    for k in (4, -4, 8):  # x'_i = x_{i-k} is the pattern of u - k/L: k/4 bins down (mod 16)
+        assert torch.equal(ds.latent_assignments(torch.roll(x, k, 1))[:, 0], (a - k // 4) % 16)
+    truth = (torch.remainder(2 * u, 1.0) * 16).floor().long()
+    off = torch.remainder(a - truth + 8, 16) - 8
+    assert float((off.abs() <= 1).double().mean()) > 0.99  # wrong only next to a bin edge
+    cov = latent_coverage(ds, x)  # ≈ (C - 1) / (2N) = 0.0018 for exact samples
+    assert cov["shift_kl"] < 0.006 and cov["shifts_covered"] == 16
+    collapsed = latent_coverage(ds, x[:1].repeat(64, 1))
+    assert collapsed["shift_kl"] == pytest.approx(math.log(16), rel=1e-12)
+
+
 # ---- samplers --------------------------------------------------------------------------------
 @pytest.mark.parametrize("ds", _tiny()[:3], ids=_ids)
 def test_sample_frequencies_match_exact_probabilities(ds):
