@@ -468,10 +468,10 @@ class BinSaw(_Synthetic):
         """(B, 1) the most likely shift-phase bin of each sequence: argmax_c p(φ ∈ bin c | x).
 
         The pattern depends on u only through its phase φ = (n_saws · u) mod 1, split into
-        C = `shift_bins` = gcd(16, L / gcd(L, n_saws)) equal bins (16 at L = 128, n_saws = 2), so
-        that rotating a sequence by whole positions permutes the bins cyclically and the bins of
-        exact samples are exactly uniform). p(φ-bin | x) sums the posterior over u on the
-        quadrature nodes of `log_prob` (the bin edges fall on piece edges, so no node straddles).
+        C = `shift_bins` = gcd(16, L / gcd(L, n_saws)) equal bins (16 at L = 128, n_saws = 2): then
+        rotating a sequence by whole positions permutes the bins cyclically, so the assigned bins of
+        exact samples are exactly uniform. p(φ-bin | x) sums the posterior over u on the quadrature
+        nodes of `log_prob` (the bin edges fall on piece edges, so no node straddles one).
         """
         self._check_tokens(x)
         x = x.to(torch.float64)
