@@ -247,10 +247,15 @@ def below_oracle(row: dict, oracle: dict, cov: str) -> bool | None:
 
 
 # ---- pages ------------------------------------------------------------------------------------
+def coverage_kl(row: dict) -> str | None:
+    """The row's coverage KL key (`<latent>_kl` of `metrics.latent_coverage`), if its dataset has one."""
+    return next((k for k in row if k.endswith("_kl") and f"{k[:-3]}_entropy_true" in row), None)
+
+
 def main_metric(rows: list[dict]) -> tuple[str, str]:
     r = rows[0]
     if "excess" in r:
-        return "excess", next((k for k in ("component_kl", "state_kl", "shift_kl") if k in r), "coherence")
+        return "excess", coverage_kl(r) or "coherence"
     if "fd_digits" in r:
         return "fd_digits", "unigram_entropy"
     return ("gen_ppl" if "gen_ppl" in r else "unigram_entropy"), "unigram_entropy"
@@ -316,7 +321,8 @@ def report(res: dict) -> str:
     lines += ["## Training and likelihood (mean ± SE over training seeds)", "",
               metrics.format_table(lrows, cols, headers={}), ""]
     first, second = main_metric(res["methods"][0]["samples"])
-    keys = [first, second] + [k for k in ("component_entropy", "state_entropy", "shift_entropy", "coherence")
+    entropy = f"{second[:-3]}_entropy" if second.endswith("_kl") else ""
+    keys = [first, second] + [k for k in (entropy, "coherence")
                               if k in res["methods"][0]["samples"][0] and k not in (first, second)]
     for key in keys + ["nfe", "sec_per_sample"]:
         table = {k: {"steps": k} for k in STEPS}

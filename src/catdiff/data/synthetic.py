@@ -451,15 +451,17 @@ class BinSaw(_Synthetic):
         v = torch.remainder(self.n_saws * t, 1.0)
         return self.c + (1 - 2 * self.c) * (1 - (2 * v - 1).abs())
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) log ∫ Π_i Bern(x_i; p_i(u)) du by piecewise Gauss–Legendre (exact; class doc)."""
+    def _node_log_joint(self, x: torch.Tensor):
+        """Chunks (b, Q) of log w_q + log p(x | u_q) over the quadrature nodes, ≤ 2^22 entries each."""
         self._check_tokens(x)
         x = x.to(torch.float64)
         chunk = max(1, 2**22 // self._base.numel())
-        out = [
-            torch.logsumexp(xb @ self._logit + self._base, dim=1)  # (b, Q) → (b,)
-            for xb in x.split(chunk)
-        ]
+        for xb in x.split(chunk):
+            yield xb @ self._logit + self._base
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) log ∫ Π_i Bern(x_i; p_i(u)) du by piecewise Gauss–Legendre (exact; class doc)."""
+        out = [torch.logsumexp(lj, dim=1) for lj in self._node_log_joint(x)]  # (b, Q) → (b,)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     latent_name = "shift"
@@ -472,14 +474,12 @@ class BinSaw(_Synthetic):
         rotating a sequence by whole positions permutes the bins cyclically, so the assigned bins of
         exact samples are exactly uniform. p(φ-bin | x) sums the posterior over u on the quadrature
         nodes of `log_prob` (the bin edges fall on piece edges, so no node straddles one).
+        A coverage metric of ours (issue 19, like `Mixture`'s component), not from the LDDM paper.
         """
-        self._check_tokens(x)
-        x = x.to(torch.float64)
-        chunk = max(1, 2**22 // self._base.numel())
         out = [torch.zeros(0, 1, dtype=torch.long)]
-        for xb in x.split(chunk):
-            post = torch.softmax(xb @ self._logit + self._base, dim=1)  # (b, Q)
-            mass = post.new_zeros(len(xb), self.shift_bins).index_add_(1, self._node_bin, post)
+        for lj in self._node_log_joint(x):
+            post = torch.softmax(lj, dim=1)  # (b, Q)
+            mass = post.new_zeros(len(lj), self.shift_bins).index_add_(1, self._node_bin, post)
             out.append(mass.argmax(1, keepdim=True))
         return torch.cat(out)
 
