@@ -29,6 +29,8 @@ benchmarks/results/few_step/few_step_<dataset>.{json,md,png}.
     python benchmarks/few_step.py --eval-only --seeds 0,1  # reuses both evaluations, adds the oracle
     # long runs that may be interrupted: checkpoints every 200 steps, rerun the same line to finish
     OMP_NUM_THREADS=1 python benchmarks/few_step.py --train-only --resume --ckpt-every 200 --seeds 0
+    # seeds evaluated in an earlier session whose run folders are gone: take them from its page
+    python benchmarks/few_step.py --eval-only --seeds 0,1,2 --reuse benchmarks/results/few_step/few_step_mixture.json
     python benchmarks/few_step.py --dataset kjv --minutes 10 --judge runs/bench_kjv/ar
 """
 
@@ -189,10 +191,43 @@ def evaluated(spec: str, seed: int, args, judge) -> list[dict]:
         kept = json.loads(cache.read_text())
         if kept["settings"] == key:
             return kept["records"]
+    if args.eval_only and not finished(rd):
+        raise SystemExit(f"--eval-only: no finished run of {spec} seed {seed} in {rd} (train it with --train-only, "
+                         "or --reuse a page that holds it)")
     info = logged_train_info(rd) if args.eval_only else train_one(spec, seed, args)
     records = evaluate_one(spec, seed, info, args, judge)
     cache.write_text(json.dumps({"settings": key, "records": records}))
     return records
+
+
+EVAL_KEYS = ("num_samples", "passes", "max_examples", "latent_grid", "judge", "data_latent")
+BUDGET_KEYS = ("dataset", "preset", "minutes", "batch_size", "lr", "overrides")
+
+
+def run_pair(record: dict) -> tuple[str, int]:
+    """(spec, seed) of the run a record came from: 'lddm-fuji (latent first)' → 'lddm-fuji'."""
+    return record["method"].split(" (")[0], record["seed"]
+
+
+def reused_records(paths: list[str], args) -> tuple[dict, list[dict]]:
+    """--reuse: the records of earlier result pages by (spec, seed), and where they came from. A
+    page outlives its run folders (they stay on the machine that trained them), so seeds evaluated
+    in one session can be merged with seeds trained in another. A page whose training budget or
+    evaluation settings differ from this command's is refused, not mixed in."""
+    kept, sources = {}, []
+    for path in paths:
+        if not Path(path).is_file():
+            raise SystemExit(f"--reuse {path}: no such result file")
+        env, res = read_result(path)
+        diff = [k for k in BUDGET_KEYS + EVAL_KEYS if env["config"].get(k) != getattr(args, k)]
+        if diff:
+            raise SystemExit(f"--reuse {path}: its {', '.join(diff)} differ from this command's")
+        for r in res["runs"]:
+            kept.setdefault(run_pair(r), []).append(r)
+        sources += [{"file": str(path), "commit": env["commit"], "date": env["date"],
+                     "runs": sorted({run_pair(r) for r in res["runs"]})},
+                    *res.get("reused", [])]
+    return kept, sources
 
 
 def oracle_records(args, seeds) -> list[dict]:
@@ -353,6 +388,11 @@ def report(res: dict) -> str:
                   first: _pm(x[first], x.get(f"{first}_se")), second: _pm(x.get(second), x.get(f"{second}_se"))}
                  for x in r["latent_grid"]]
             lines += [f"## {r['method']}: latent steps × token steps", "", metrics.format_table(g, list(g[0])), ""]
+    used = {run_pair(r) for r in res.get("runs", [])}
+    for src in res.get("reused", []):
+        runs = ", ".join(f"{spec} seed {seed}" for spec, seed in src["runs"] if (spec, seed) in used)
+        if runs:
+            lines.append(f"Records of {runs} reused from `{src['file']}` (commit {src['commit'][:7]}, {src['date']}).")
     return "\n".join(lines)
 
 
@@ -377,6 +417,9 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps (what --resume resumes)")
     p.add_argument("--eval-only", action="store_true", help="evaluate the runs already trained")
     p.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the JSON")
+    p.add_argument("--reuse", action="append", default=[], metavar="JSON",
+                   help="take the records of (method, seed) pairs from an earlier few_step page of the same "
+                   "budget and evaluation settings instead of evaluating them (repeatable)")
     p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every method")
     args = p.parse_args(argv)
@@ -402,10 +445,11 @@ def main(argv=None) -> int:
     else:
         res = {"dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes, "seeds": seeds,
                                                    "batch_size": args.batch_size, "lr": args.lr}, "runs": []}
+        kept, res["reused"] = reused_records(args.reuse, args)
         for spec in specs:
             for seed in seeds:
                 print(f"[{spec} seed {seed}] ...", flush=True)
-                res["runs"] += evaluated(spec, seed, args, judge)
+                res["runs"] += kept.get((spec, seed)) or evaluated(spec, seed, args, judge)
                 write_result(out, stem, env, res)  # partial results survive
         labels = list(dict.fromkeys(r["method"] for r in res["runs"]))
         res["methods"] = [aggregate([r for r in res["runs"] if r["method"] == m]) for m in labels]

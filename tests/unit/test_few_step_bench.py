@@ -99,3 +99,35 @@ def test_data_latent_feeds_encoded_rows_in_order_to_the_token_chain(fs, name):
     assert torch.equal(seen[0]["latent"], y[:4]) and torch.equal(seen[1]["latent"], y[4:6])
     assert torch.equal(seen[2]["latent"], y[:3])  # spent: from the top again
     assert all(s["latent_calls"] == 0 and s["token_calls"] == 2 for s in seen)
+
+
+def test_reuse_merges_an_earlier_pages_seeds_without_their_run_folders(fs, tmp_path):
+    import json
+
+    config = {"dataset": "binsaw", "preset": "tiny", "minutes": 1.0, "batch_size": 64, "lr": 1e-3,
+              "overrides": [], "num_samples": 512, "passes": 2, "max_examples": 1024, "latent_grid": [1, 2, 4, 16],
+              "judge": None, "data_latent": True}
+    fuji = [record(fs, "lddm-fuji", 0, 1.0, 0.1), record(fs, "lddm-fuji (latent first)", 0, 0.5, 0.1)]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"envelope": {"config": config, "commit": "abc1234def", "date": "2026-12-01"},
+                                   "results": {"runs": [record(fs, "mdlm", 0, 2.0, 0.1), *fuji]}}))
+    common = ["--dataset", "binsaw", "--minutes", "1", "--eval-only", "--reuse", str(earlier),
+              "--runs", str(tmp_path / "no-runs"), "--out", str(tmp_path / "out")]
+    # every (method, seed) pair is on the earlier page: nothing is evaluated (there are no run folders)
+    assert fs.main([*common, "--seeds", "0", "--methods", "mdlm,lddm-fuji"]) == 0
+    res = json.loads((tmp_path / "out" / "few_step_binsaw.json").read_text())["results"]
+    assert [r["method"] for r in res["runs"]] == ["mdlm", "lddm-fuji", "lddm-fuji (latent first)"]
+    assert [m["method"] for m in res["methods"]] == ["mdlm", "lddm-fuji", "lddm-fuji (latent first)"]
+    assert res["methods"][0]["samples"][0]["excess"] == 2.0
+    page = (tmp_path / "out" / "few_step_binsaw.md").read_text()
+    assert "Records of lddm-fuji seed 0, mdlm seed 0 reused from" in page and "abc1234" in page
+    # a pair the page lacks is evaluated from its run folder (here: none, so a clear error)
+    with pytest.raises(SystemExit, match="no finished run of mdlm seed 1"):
+        fs.main([*common, "--seeds", "0,1", "--methods", "mdlm"])
+    # another budget or evaluation setting is refused, not mixed in
+    for other, key in ((["--minutes", "2"], "minutes"), (["--num-samples", "256"], "num_samples"),
+                       (["--no-data-latent"], "data_latent")):
+        with pytest.raises(SystemExit, match=key):
+            fs.main([*common, "--seeds", "0", "--methods", "mdlm", *other])
+    with pytest.raises(SystemExit, match="no such result file"):
+        fs.main([*common, "--reuse", str(tmp_path / "gone.json"), "--seeds", "0", "--methods", "mdlm"])
