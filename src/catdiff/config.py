@@ -76,9 +76,10 @@ class TrainConfig:
     init_from: str = ""  # run dir whose weights (EMA if saved) initialise a new run (e.g. LDDM-SEQ stage 2)
     keep_checkpoints: int = 3  # the last N step checkpoints are kept, plus checkpoints/best (lowest validation bound)
     # divergence: stop when a loss or the gradient norm is not finite, or a loss exceeds divergence_factor
-    # × the median of the (up to) divergence_window losses before it, from the second step on (a median
-    # <= 0 is not compared); 0 disables the ratio test. Normal runs stay far below 100: LDDM losses at
-    # batch size 8 spike to 25× their median, a diverging run (train.lr=30) jumps 10⁴× within 3 steps.
+    # × the median of the (up to) divergence_window losses before it and the run's first loss, from the
+    # second step on (a median <= 0 is not compared); 0 disables the ratio test. Normal runs stay far
+    # below 100: LDDM losses at batch size 8 spike to 25× their median, a diverging run (train.lr=30)
+    # jumps 10⁴× within 3 steps; a near-zero median (a learned copy task) is why the first loss bounds it.
     divergence_factor: float = 100.0
     divergence_window: int = 50
 

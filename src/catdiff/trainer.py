@@ -270,6 +270,7 @@ class Trainer:
         self.wandb_from = 0  # the first step a resumed W&B run takes
         self.plain = False  # one plain line per record on stderr (progress on, stderr not a terminal)
         self.recent = deque(maxlen=tc.divergence_window)  # the last losses (mean over ranks), for divergence
+        self.first_loss: float | None = None  # the run's first loss (the untrained model's level), for divergence
         self.best_val, self.last_val = None, (None, None)  # lowest validation bound; (step, record) of the last
         if state is not None:
             self._restore(state)
@@ -335,6 +336,7 @@ class Trainer:
         self.tokens_seen = int(st.get("tokens_seen", self.step * self.cfg.train.batch_size * self.dataset.seq_len))
         self.budget_used = float(st.get("budget_s", 0.0))  # max_minutes counts the whole run, resumes included
         self.recent.extend(st.get("recent_losses", []))
+        self.first_loss = st.get("first_loss")  # None in checkpoints written before it was kept
         torch.set_rng_state(st["rng_cpu"])
         gens = st["rng_gen"]
         if self.rank < len(gens):
@@ -359,7 +361,7 @@ class Trainer:
         if not self.is_main:
             return
         state = {"optimizer": self.opt.state_dict(), "step": self.step, "rng_cpu": torch.get_rng_state(),
-                 "rng_gen": gens, "recent_losses": list(self.recent), "tokens_seen": self.tokens_seen,
+                 "rng_gen": gens, "recent_losses": list(self.recent), "first_loss": self.first_loss, "tokens_seen": self.tokens_seen,
                  "budget_s": self.budget_s()}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
@@ -494,12 +496,16 @@ class Trainer:
         return val
 
     def _divergence(self, loss: float) -> str | None:
-        """Why `loss` (this step's, mean over ranks) means divergence, or None."""
+        """Why `loss` (this step's, mean over ranks) means divergence, or None. A loss far above the
+        running median but not above the run's first loss is not one: a model that has learned a
+        task to a near-zero loss (the copy task: median 8e-4) meets an occasional hard batch (0.13),
+        while a diverging run leaves the untrained model's level behind within a few steps."""
         if not math.isfinite(loss):
             return "non-finite loss"
         factor = self.cfg.train.divergence_factor
         median = statistics.median(self.recent) if self.recent else 0.0
-        if factor > 0 and median > 0 and loss > factor * median:  # a loss that can be <= 0 is not compared
+        floor = self.first_loss if self.first_loss is not None else -math.inf
+        if factor > 0 and median > 0 and loss > factor * median and loss > floor:  # a median <= 0 is not compared
             return f"loss {loss:.4g} above {factor:g} × the running median {median:.4g}"
         return None
 
@@ -605,6 +611,8 @@ class Trainer:
                         self.opt.step()
                     self._update_ema()
                     self.recent.append(loss_value)
+                    if self.first_loss is None:
+                        self.first_loss = loss_value
                     self.step += 1
                     tokens += batch.tokens.numel() * self.world
                     self.tokens_seen += batch.tokens.numel() * self.world

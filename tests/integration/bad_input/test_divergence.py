@@ -119,3 +119,22 @@ def test_ddp_ranks_agree_to_stop(tmp_path):
     assert len(lines) == 2 and lines[0] == lines[1], r.stderr[-2000:]
     assert "at step 1; stopped, no checkpoint had been saved before it" in lines[0]
     assert ckpt_io.candidates(out) == []
+
+
+def test_a_hard_batch_of_a_learned_task_is_not_a_divergence(tmp_path):
+    """A run whose loss fell to ~1e-3 (the copy task) meets a batch at 0.13: 170× the median but far
+    below the untrained model's first loss, so training goes on; above the first loss it stops. The
+    first loss is kept across a resume."""
+    tr = _trainer(tmp_path)
+    tr.fit()
+    first = tr.first_loss
+    assert first is not None and math.isfinite(first) and first > 0.13
+    tr.recent.clear()
+    tr.recent.extend([7.5e-4] * 50)
+    assert tr._divergence(0.13) is None  # 173× the median, below the first loss
+    assert "above 100 × the running median" in tr._divergence(first * 1.01)
+    tr.first_loss = None  # a checkpoint from before the first loss was kept: the ratio alone decides
+    assert tr._divergence(0.13) is not None
+    resumed = Trainer(load_config(CONFIG, [*TINY, f"train.out_dir={tmp_path / 'run'}", "train.max_steps=15",
+                                           "train.ckpt_every=3"]), resume=True)
+    assert resumed.first_loss == first
