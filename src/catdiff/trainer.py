@@ -361,8 +361,8 @@ class Trainer:
         if not self.is_main:
             return
         state = {"optimizer": self.opt.state_dict(), "step": self.step, "rng_cpu": torch.get_rng_state(),
-                 "rng_gen": gens, "recent_losses": list(self.recent), "first_loss": self.first_loss, "tokens_seen": self.tokens_seen,
-                 "budget_s": self.budget_s()}
+                 "rng_gen": gens, "recent_losses": list(self.recent), "first_loss": self.first_loss,
+                 "tokens_seen": self.tokens_seen, "budget_s": self.budget_s()}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
         meta = {"config": self.cfg.to_dict(), "dataset": self.dataset.state(), "method": self.method.name,
