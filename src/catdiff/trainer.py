@@ -506,7 +506,8 @@ class Trainer:
         median = statistics.median(self.recent) if self.recent else 0.0
         floor = self.first_loss if self.first_loss is not None else -math.inf
         if factor > 0 and median > 0 and loss > factor * median and loss > floor:  # a median <= 0 is not compared
-            return f"loss {loss:.4g} above {factor:g} × the running median {median:.4g}"
+            first = f" and the first loss {floor:.4g}" if math.isfinite(floor) else ""
+            return f"loss {loss:.4g} above {factor:g} × the running median {median:.4g}{first}"
         return None
 
     def _diverged(self, why: str):
