@@ -54,6 +54,7 @@ from common import add_budget_args, bench_train, logged_train_info, start  # noq
 
 from catdiff import metrics  # noqa: E402
 from catdiff.config import load_config  # noqa: E402
+from catdiff.errors import CatdiffError  # noqa: E402
 from catdiff.evaluate import likelihood, load_judge, load_run, step_sweep  # noqa: E402
 from catdiff.methods.lddm import latent_spread  # noqa: E402
 from catdiff.metrics.report import finish, read_result, write_result  # noqa: E402
@@ -179,29 +180,28 @@ def evaluate_one(spec: str, seed: int, info: dict, args, judge) -> list[dict]:
     return out
 
 
+EVAL_KEYS = ("num_samples", "passes", "max_examples", "latent_grid", "judge", "data_latent")
+BUDGET_KEYS = ("dataset", "preset", "minutes", "batch_size", "lr", "overrides")
+
+
 def evaluated(spec: str, seed: int, args, judge) -> list[dict]:
     """evaluate_one, trained first unless --eval-only; its records are kept in the run folder
     (few_step_eval.json, with the evaluation settings) and reused by a later --eval-only with the
     same settings, so that several processes can evaluate disjoint seeds and one merges them."""
     rd = run_dir(args, seed, spec)
-    key = {k: getattr(args, k) for k in ("num_samples", "passes", "max_examples", "latent_grid", "judge",
-                                         "data_latent")}
+    key = {k: getattr(args, k) for k in EVAL_KEYS}
     cache = rd / "few_step_eval.json"
     if args.eval_only and cache.exists():
         kept = json.loads(cache.read_text())
         if kept["settings"] == key:
             return kept["records"]
     if args.eval_only and not finished(rd):
-        raise SystemExit(f"--eval-only: no finished run of {spec} seed {seed} in {rd} (train it with --train-only, "
+        raise CatdiffError(f"--eval-only: no finished run of {spec} seed {seed} in {rd} (train it with --train-only, "
                          "or --reuse a page that holds it)")
     info = logged_train_info(rd) if args.eval_only else train_one(spec, seed, args)
     records = evaluate_one(spec, seed, info, args, judge)
     cache.write_text(json.dumps({"settings": key, "records": records}))
     return records
-
-
-EVAL_KEYS = ("num_samples", "passes", "max_examples", "latent_grid", "judge", "data_latent")
-BUDGET_KEYS = ("dataset", "preset", "minutes", "batch_size", "lr", "overrides")
 
 
 def run_pair(record: dict) -> tuple[str, int]:
@@ -217,11 +217,11 @@ def reused_records(paths: list[str], args) -> tuple[dict, list[dict]]:
     kept, sources = {}, []
     for path in paths:
         if not Path(path).is_file():
-            raise SystemExit(f"--reuse {path}: no such result file")
+            raise CatdiffError(f"--reuse {path}: no such result file")
         env, res = read_result(path)
         diff = [k for k in BUDGET_KEYS + EVAL_KEYS if env["config"].get(k) != getattr(args, k)]
         if diff:
-            raise SystemExit(f"--reuse {path}: its {', '.join(diff)} differ from this command's")
+            raise CatdiffError(f"--reuse {path}: its {', '.join(diff)} differ from this command's")
         for r in res["runs"]:
             kept.setdefault(run_pair(r), []).append(r)
         sources += [{"file": str(path), "commit": env["commit"], "date": env["date"],
@@ -445,12 +445,15 @@ def main(argv=None) -> int:
     else:
         res = {"dataset": args.dataset, "budget": {"preset": args.preset, "minutes": args.minutes, "seeds": seeds,
                                                    "batch_size": args.batch_size, "lr": args.lr}, "runs": []}
-        kept, res["reused"] = reused_records(args.reuse, args)
-        for spec in specs:
-            for seed in seeds:
-                print(f"[{spec} seed {seed}] ...", flush=True)
-                res["runs"] += kept.get((spec, seed)) or evaluated(spec, seed, args, judge)
-                write_result(out, stem, env, res)  # partial results survive
+        try:
+            kept, res["reused"] = reused_records(args.reuse, args)
+            for spec in specs:
+                for seed in seeds:
+                    print(f"[{spec} seed {seed}] ...", flush=True)
+                    res["runs"] += kept.get((spec, seed)) or evaluated(spec, seed, args, judge)
+                    write_result(out, stem, env, res)  # partial results survive
+        except CatdiffError as e:
+            p.error(str(e))  # one line, exit 2
         labels = list(dict.fromkeys(r["method"] for r in res["runs"]))
         res["methods"] = [aggregate([r for r in res["runs"] if r["method"] == m]) for m in labels]
         if args.dataset in ("mixture", "hmm") and not args.tag:

@@ -504,9 +504,9 @@ class Trainer:
             return "non-finite loss"
         factor = self.cfg.train.divergence_factor
         median = statistics.median(self.recent) if self.recent else 0.0
-        floor = self.first_loss if self.first_loss is not None else -math.inf
-        if factor > 0 and median > 0 and loss > factor * median and loss > floor:  # a median <= 0 is not compared
-            first = f" and the first loss {floor:.4g}" if math.isfinite(floor) else ""
+        above_first = self.first_loss is None or loss > self.first_loss
+        if factor > 0 and median > 0 and loss > factor * median and above_first:  # a median <= 0 is not compared
+            first = "" if self.first_loss is None else f" and the first loss {self.first_loss:.4g}"
             return f"loss {loss:.4g} above {factor:g} × the running median {median:.4g}{first}"
         return None
 

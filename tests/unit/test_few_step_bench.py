@@ -101,7 +101,7 @@ def test_data_latent_feeds_encoded_rows_in_order_to_the_token_chain(fs, name):
     assert all(s["latent_calls"] == 0 and s["token_calls"] == 2 for s in seen)
 
 
-def test_reuse_merges_an_earlier_pages_seeds_without_their_run_folders(fs, tmp_path):
+def test_reuse_merges_an_earlier_pages_seeds_without_their_run_folders(fs, tmp_path, capsys):
     import json
 
     config = {"dataset": "binsaw", "preset": "tiny", "minutes": 1.0, "batch_size": 64, "lr": 1e-3,
@@ -121,13 +121,18 @@ def test_reuse_merges_an_earlier_pages_seeds_without_their_run_folders(fs, tmp_p
     assert res["methods"][0]["samples"][0]["excess"] == 2.0
     page = (tmp_path / "out" / "few_step_binsaw.md").read_text()
     assert "Records of lddm-fuji seed 0, mdlm seed 0 reused from" in page and "abc1234" in page
+    def refused(argv, why):  # one line on stderr, exit 2
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            fs.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and why in err[-1] and "Traceback" not in "".join(err)
+
     # a pair the page lacks is evaluated from its run folder (here: none, so a clear error)
-    with pytest.raises(SystemExit, match="no finished run of mdlm seed 1"):
-        fs.main([*common, "--seeds", "0,1", "--methods", "mdlm"])
+    refused([*common, "--seeds", "0,1", "--methods", "mdlm"], "no finished run of mdlm seed 1")
     # another budget or evaluation setting is refused, not mixed in
     for other, key in ((["--minutes", "2"], "minutes"), (["--num-samples", "256"], "num_samples"),
                        (["--no-data-latent"], "data_latent")):
-        with pytest.raises(SystemExit, match=key):
-            fs.main([*common, "--seeds", "0", "--methods", "mdlm", *other])
-    with pytest.raises(SystemExit, match="no such result file"):
-        fs.main([*common, "--reuse", str(tmp_path / "gone.json"), "--seeds", "0", "--methods", "mdlm"])
+        refused([*common, "--seeds", "0", "--methods", "mdlm", *other], key)
+    refused([*common, "--reuse", str(tmp_path / "gone.json"), "--seeds", "0", "--methods", "mdlm"],
+            "no such result file")
