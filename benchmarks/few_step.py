@@ -423,8 +423,11 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="", help="suffix of the output files and run folder (variants)")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every method")
     args = p.parse_args(argv)
-    args.latent_grid = [int(v) for v in args.latent_grid.split(",") if v]
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    try:
+        args.latent_grid = [int(v) for v in args.latent_grid.split(",") if v]
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    except ValueError as e:
+        p.error(f"--seeds and --latent-grid take comma-separated integers ({e})")
     specs = [s for s in args.methods.split(",") if s]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -612,7 +612,7 @@ class Trainer:
                         self.opt.step()
                     self._update_ema()
                     self.recent.append(loss_value)
-                    if self.first_loss is None:
+                    if self.step == 0:  # a resume from a checkpoint without it keeps None: the ratio alone
                         self.first_loss = loss_value
                     self.step += 1
                     tokens += batch.tokens.numel() * self.world

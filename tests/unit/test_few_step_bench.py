@@ -136,3 +136,4 @@ def test_reuse_merges_an_earlier_pages_seeds_without_their_run_folders(fs, tmp_p
         refused([*common, "--seeds", "0", "--methods", "mdlm", *other], key)
     refused([*common, "--reuse", str(tmp_path / "gone.json"), "--seeds", "0", "--methods", "mdlm"],
             "no such result file")
+    refused([*common, "--seeds", "0,one", "--methods", "mdlm"], "comma-separated integers")

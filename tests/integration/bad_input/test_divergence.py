@@ -138,3 +138,17 @@ def test_a_hard_batch_of_a_learned_task_is_not_a_divergence(tmp_path):
     resumed = Trainer(load_config(CONFIG, [*TINY, f"train.out_dir={tmp_path / 'run'}", "train.max_steps=15",
                                            "train.ckpt_every=3"]), resume=True)
     assert resumed.first_loss == first
+
+
+def test_a_resume_from_a_checkpoint_without_the_first_loss_keeps_the_ratio_alone(tmp_path, monkeypatch):
+    """Checkpoints written before the first loss was kept resume with none: the resumed run's first
+    loss is a trained model's, not the untrained level the rule means, so it is not taken."""
+    _trainer(tmp_path).fit()
+    real = ckpt_io.load_trainer_state
+    monkeypatch.setattr(ckpt_io, "load_trainer_state", lambda ckpt: {k: v for k, v in real(ckpt).items()
+                                                                     if k != "first_loss"})
+    resumed = Trainer(load_config(CONFIG, [*TINY, f"train.out_dir={tmp_path / 'run'}", "train.max_steps=15",
+                                           "train.ckpt_every=3"]), resume=True)
+    assert resumed.first_loss is None
+    resumed.fit()
+    assert resumed.step == 15 and resumed.first_loss is None
