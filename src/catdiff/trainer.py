@@ -703,9 +703,10 @@ def train(cfg: Config | dict, resume: bool = False, force: bool = False) -> dict
 
     try:
         _on_rank0(hold_and_check, world, rank)
-        if len(runs) == 1:
-            return Trainer(cfg, resume=resume).fit()
-        return train_stages(runs, resume)
+        summary = Trainer(cfg, resume=resume).fit() if len(runs) == 1 else train_stages(runs, resume)
+        if world > 1:  # no rank closes its gloo connections while another still reads from them (CI
+            dist.barrier()  # saw a rank abort on "connection closed" at the end of a finished run)
+        return summary
     finally:
         lock.release()
         if world > 1 and dist.is_initialized():

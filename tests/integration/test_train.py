@@ -187,17 +187,18 @@ def test_ctrl_c_checkpoints_and_resume_continues_exactly(tmp_path):
 def test_ddp_two_processes_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                        "--master_port=29561", "-m", "catdiff", "train", str(ROOT / "configs/mdlm/mixture.yaml"),
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                        "-m", "catdiff", "train", str(ROOT / "configs/mdlm/mixture.yaml"),
                         *TINY, "train.max_steps=6", "train.ckpt_every=3", f"train.out_dir={out}"],
                        capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    # the ranks' own error lines (a C++ `terminate ... what():` among them) precede torchrun's summary
+    causes = [ln for ln in r.stderr.splitlines() if any(k in ln for k in ("what()", "terminate", "Error", "error:"))]
+    assert r.returncode == 0, "\n".join(causes[:20]) + "\n" + r.stderr[-1500:]
     meta = ckpt_io.read_meta(ckpt_io.checkpoint_dir(out))
     assert meta["step"] == 6
     st = ckpt_io.load_trainer_state(ckpt_io.checkpoint_dir(out))
     assert len(st["rng_gen"]) == 2  # both ranks' noise streams are checkpointed
     assert all(math.isfinite(v) for v in losses(out).values())
-    assert signal  # keep import used
 
 
 def test_cpu_clock_budget_counts_this_process_only(tmp_path, monkeypatch):

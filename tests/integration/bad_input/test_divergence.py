@@ -110,7 +110,7 @@ def test_the_ratio_test_can_be_turned_off(tmp_path, monkeypatch):
 def test_ddp_ranks_agree_to_stop(tmp_path):
     """Under torchrun both ranks stop at the same step with the same message, no rank hangs."""
     out = tmp_path / "ddp"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29563",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                         "-m", "catdiff", "train", CONFIG, *TINY, "train.lr=1e9", "train.ckpt_every=1",
                         "train.max_steps=50", f"train.out_dir={out}"],
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
