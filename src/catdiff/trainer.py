@@ -704,8 +704,8 @@ def train(cfg: Config | dict, resume: bool = False, force: bool = False) -> dict
     try:
         _on_rank0(hold_and_check, world, rank)
         summary = Trainer(cfg, resume=resume).fit() if len(runs) == 1 else train_stages(runs, resume)
-        if world > 1:  # no rank closes its gloo connections while another still reads from them (CI
-            dist.barrier()  # saw a rank abort on "connection closed" at the end of a finished run)
+        if world > 1:  # no rank tears down its gloo connections while another may still read from them:
+            dist.barrier()  # CI once saw rank 1 of a finished run die by SIGABRT (the cause is a guess)
         return summary
     finally:
         lock.release()
